@@ -1,0 +1,1 @@
+"""Development and test tooling: the embedded Postgres, `make dev`, `make token`."""

@@ -1,0 +1,204 @@
+"""A throwaway Postgres cluster from the machine's binaries, for `make dev`, tests and benches.
+
+It needs no running database and no internet: `initdb` into a directory, `pg_ctl start` on a
+loopback port, and an application role that is *not* a superuser (as on Supabase), so the
+migrations are proven to work without superuser rights. As root, the server runs as the
+`postgres` system user, because Postgres refuses to run as root.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+APP_ROLE = "sync"
+APP_DB = "sync"
+
+
+def find_bindir() -> Path:
+    """The newest installed Postgres's bin directory (PG_BIN overrides)."""
+    if os.environ.get("PG_BIN"):
+        return Path(os.environ["PG_BIN"])
+    on_path = shutil.which("initdb")
+    if on_path:
+        return Path(on_path).parent
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]))
+    if not candidates:
+        raise RuntimeError(
+            "no Postgres server binaries found: install them (Debian: apt-get install "
+            "postgresql) or set PG_BIN to the directory holding initdb and pg_ctl"
+        )
+    return Path(candidates[-1])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Cluster:
+    """One Postgres cluster living in `directory`; `start()` creates it on first use."""
+
+    def __init__(self, directory: Path, port: int | None = None, fast: bool = False) -> None:
+        self.directory = Path(directory).resolve()
+        self.data = self.directory / "pgdata"
+        self.port = port or free_port()
+        self.fast = fast  # no fsync: for tests, where the cluster is thrown away anyway
+        self.bindir = find_bindir()
+        self._as_root = os.geteuid() == 0
+
+    # -- running commands as a user Postgres accepts ---------------------------------
+
+    def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        cmd = [str(self.bindir / args[0]), *args[1:]]
+        if self._as_root:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        return subprocess.run(cmd, check=check, capture_output=True, text=True)
+
+    def _chown(self, path: Path) -> None:
+        if self._as_root:
+            # The postgres user must be able to reach the directory (temp dirs are 0700).
+            for parent in path.parents:
+                mode = parent.stat().st_mode
+                if not mode & 0o001:
+                    parent.chmod(mode | 0o001)
+            entry = pwd.getpwnam("postgres")
+            for root, dirs, files in os.walk(path):
+                for name in [*dirs, *files]:
+                    os.chown(os.path.join(root, name), entry.pw_uid, entry.pw_gid)
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    # -- life cycle ----------------------------------------------------------------
+
+    @property
+    def password_file(self) -> Path:
+        return self.directory / "password"
+
+    def _password(self) -> str:
+        return self.password_file.read_text().strip()
+
+    def init(self) -> None:
+        if (self.data / "PG_VERSION").exists():
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.password_file.write_text(secrets.token_hex(16) + "\n")
+        self.password_file.chmod(0o644 if self._as_root else 0o600)
+        self._chown(self.directory)
+        result = self._run(
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "--auth=scram-sha-256",
+            f"--pwfile={self.password_file}",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"initdb failed:\n{result.stdout}\n{result.stderr}")
+
+    def start(self) -> None:
+        self.init()
+        options = [
+            f"-p {self.port}",
+            "-c listen_addresses=127.0.0.1",
+            f"-k {self.directory}",
+            "-c max_connections=200",
+        ]
+        if self.fast:
+            options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+        result = self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.directory / "postgres.log"),
+            "-o",
+            " ".join(options),
+            "-w",
+            "-t",
+            "60",
+            "start",
+            check=False,
+        )
+        if result.returncode != 0:
+            log = (self.directory / "postgres.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"Postgres did not start:\n{result.stderr}\n{log}")
+        self._create_app_role()
+
+    def stop(self) -> None:
+        if (self.data / "postmaster.pid").exists():
+            self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop", check=False)
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    # -- connection details ----------------------------------------------------------
+
+    def url(self, user: str = APP_ROLE, database: str = APP_DB) -> str:
+        return f"postgresql://{user}:{self._password()}@127.0.0.1:{self.port}/{database}"
+
+    def superuser_url(self, database: str = "postgres") -> str:
+        return self.url("postgres", database)
+
+    def _create_app_role(self) -> None:
+        import pg8000.native
+
+        con = pg8000.native.Connection(
+            "postgres", password=self._password(), host="127.0.0.1", port=self.port
+        )
+        try:
+            if not con.run("SELECT 1 FROM pg_roles WHERE rolname = :r", r=APP_ROLE):
+                # The same password keeps one secret per cluster; the role can create
+                # databases (tests make one per suite) but is no superuser.
+                con.run(
+                    f"CREATE ROLE {APP_ROLE} LOGIN CREATEDB PASSWORD {pg_literal(self._password())}"
+                )
+            if not con.run("SELECT 1 FROM pg_database WHERE datname = :d", d=APP_DB):
+                con.run(f"CREATE DATABASE {APP_DB} OWNER {APP_ROLE}")
+        finally:
+            con.close()
+
+    def create_database(self, name: str) -> str:
+        """A fresh database owned by the application role; returns its URL."""
+        import pg8000.native
+
+        con = pg8000.native.Connection(
+            APP_ROLE,
+            password=self._password(),
+            host="127.0.0.1",
+            port=self.port,
+            database=APP_DB,
+        )
+        try:
+            con.run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            con.run(f'CREATE DATABASE "{name}"')
+        finally:
+            con.close()
+        return self.url(database=name)
+
+
+def pg_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def wait_for_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")

@@ -1,0 +1,171 @@
+"""Verifies Supabase access tokens locally: HS256 with the project secret, ES256/RS256 with
+keys from the project's JWKS (cached, refetched on an unknown key id, at most so often).
+
+Verified tokens are remembered until they expire, so a device syncing every few seconds
+costs one signature check per token, not one per request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import jwt
+
+from sync import keys
+from sync.http import ApiError
+from sync.schema import UUID
+from sync.settings import Settings
+
+FetchJson = Callable[[str], Awaitable[Any]]
+TOKEN = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
+MAX_TOKEN = 16_384
+REFETCH_FLOOR = 30.0  # seconds between JWKS fetches caused by unknown key ids
+REMEMBERED = 10_000
+
+
+def unauthorized(message: str) -> ApiError:
+    return ApiError(
+        401, "unauthorized", message, {"www-authenticate": 'Bearer error="invalid_token"'}
+    )
+
+
+class Authenticator:
+    def __init__(
+        self,
+        settings: Settings,
+        fetch_json: FetchJson | None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.fetch_json = fetch_json
+        self.clock = clock
+        self.jws = keys.new_jws()
+        self.jwks: dict[str, keys.PublicKey] = {}
+        self.jwks_fetched_at: float | None = None
+        self.jwks_tried_at = -1e18
+        self.remembered: dict[str, tuple[str, float]] = {}
+
+    async def user_id(self, authorization: str | None) -> str:
+        """The caller's user id (the token's `sub`), or a 401."""
+        if not authorization:
+            raise unauthorized("missing Authorization: Bearer <access token>")
+        scheme, _, token = authorization.strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise unauthorized("Authorization must be 'Bearer <access token>'")
+        if len(token) > MAX_TOKEN or not TOKEN.match(token):
+            raise unauthorized("the access token is not a JWT")
+        now = self.clock()
+        hit = self.remembered.get(token)
+        if hit is not None and now <= hit[1] + self.settings.jwt_leeway:
+            return hit[0]
+        claims = await self._verify(token)
+        user, expires = self._check_claims(claims, now)
+        self.remembered[token] = (user, expires)
+        # Oldest first out. The local host calls this from several threads: a key another
+        # thread already evicted is fine to miss.
+        while len(self.remembered) > REMEMBERED:
+            with contextlib.suppress(KeyError, StopIteration, RuntimeError):
+                del self.remembered[next(iter(self.remembered))]
+        return user
+
+    async def _verify(self, token: str) -> dict[str, Any]:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise unauthorized("the access token's header is unreadable") from None
+        alg = header.get("alg")
+        if alg == "HS256" and self.settings.jwt_secret:
+            key: Any = self.settings.jwt_secret
+        elif alg in ("ES256", "RS256") and self.settings.jwks_url:
+            key = await self._jwks_key(header.get("kid"), alg)
+        else:
+            raise unauthorized(f"tokens signed with {alg!r} are not accepted here")
+        try:
+            payload = self.jws.decode(token, key=key, algorithms=[alg])
+            claims = json.loads(payload)
+        except (jwt.PyJWTError, ValueError):
+            raise unauthorized("the access token's signature does not verify") from None
+        if not isinstance(claims, dict):
+            raise unauthorized("the access token's payload is not an object")
+        return claims
+
+    def _check_claims(self, claims: dict[str, Any], now: float) -> tuple[str, float]:
+        leeway = self.settings.jwt_leeway
+
+        def number(name: str) -> float | None:
+            value = claims.get(name)
+            if value is None:
+                return None
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise unauthorized(f"the token's {name} claim is not a number")
+            return float(value)
+
+        expires = number("exp")
+        if expires is None:
+            raise unauthorized("the access token has no expiry")
+        if now > expires + leeway:
+            raise unauthorized("the access token has expired")
+        not_before = number("nbf")
+        if not_before is not None and now < not_before - leeway:
+            raise unauthorized("the access token is not valid yet")
+        issued = number("iat")
+        if issued is not None and issued > now + leeway:
+            raise unauthorized("the access token was issued in the future")
+        audience = claims.get("aud")
+        audiences = audience if isinstance(audience, list) else [audience]
+        if self.settings.jwt_audience not in audiences:
+            raise unauthorized("the access token is for another audience")
+        if self.settings.jwt_issuer and claims.get("iss") != self.settings.jwt_issuer:
+            raise unauthorized("the access token comes from another issuer")
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not UUID.match(sub):
+            raise unauthorized("the access token names no user (sub must be a user id)")
+        return sub.lower(), expires
+
+    async def _jwks_key(self, kid: Any, alg: str) -> keys.PublicKey:
+        now = self.clock()
+        stale = (
+            self.jwks_fetched_at is None or now - self.jwks_fetched_at > self.settings.jwks_max_age
+        )
+        if stale or (self._find(kid, alg) is None and now - self.jwks_tried_at > REFETCH_FLOOR):
+            await self._refresh(now)
+        key = self._find(kid, alg)
+        if key is None:
+            raise unauthorized("the access token was signed by an unknown key")
+        return key
+
+    def _find(self, kid: Any, alg: str) -> keys.PublicKey | None:
+        wanted = keys.RSAPublicKey if alg == "RS256" else keys.ECPublicKey
+        if isinstance(kid, str):
+            key = self.jwks.get(kid)
+            return key if isinstance(key, wanted) else None
+        fitting = [k for k in self.jwks.values() if isinstance(k, wanted)]
+        return fitting[0] if len(fitting) == 1 else None
+
+    async def _refresh(self, now: float) -> None:
+        self.jwks_tried_at = now
+        url = self.settings.jwks_url
+        if self.fetch_json is None or url is None:
+            raise ApiError(503, "unavailable", "this host cannot fetch the signing keys")
+        try:
+            document = await self.fetch_json(url)
+        except Exception:
+            if self.jwks:
+                return  # keep serving with the keys we have; try again after the floor
+            raise ApiError(503, "unavailable", "could not fetch the signing keys") from None
+        found: dict[str, keys.PublicKey] = {}
+        for index, jwk in enumerate((document or {}).get("keys") or []):
+            if not isinstance(jwk, dict) or jwk.get("use", "sig") != "sig":
+                continue
+            try:
+                found[str(jwk.get("kid", f"#{index}"))] = keys.public_key_from_jwk(jwk)
+            except ValueError:
+                continue  # a key we cannot use (another curve, too short) is ignored
+        self.jwks = found
+        self.jwks_fetched_at = now

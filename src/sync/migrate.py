@@ -1,0 +1,100 @@
+"""Applies the SQL files of migrations/ in name order, each once, each in its transaction.
+
+    python -m sync.migrate            # uses DATABASE_URL
+
+The files are idempotent, so a half-applied database can simply be migrated again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+
+
+def connect_url(url: str):
+    """A pg8000 connection from a postgres:// URL (sslmode=require turns TLS on)."""
+    import pg8000.native
+
+    parts = urlparse(url)
+    if parts.scheme not in ("postgres", "postgresql"):
+        raise ValueError("DATABASE_URL must start with postgresql://")
+    query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
+    return pg8000.native.Connection(
+        unquote(parts.username or "postgres"),
+        password=unquote(parts.password) if parts.password else None,
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or 5432,
+        database=unquote(parts.path.lstrip("/")) or None,
+        ssl_context=True if query.get("sslmode") in ("require", "verify-full") else None,
+        application_name="sync-migrate",
+    )
+
+
+def migrate(url: str, directory: Path = MIGRATIONS, say=print) -> list[str]:
+    files = sorted(directory.glob("*.sql"))
+    if not files:
+        raise RuntimeError(f"no migrations in {directory}")
+    con = connect_url(url)
+    applied_now = []
+    try:
+        con.run(
+            "CREATE TABLE IF NOT EXISTS sync_migrations (name text PRIMARY KEY, "
+            "checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        for path in files:
+            text = path.read_text()
+            checksum = hashlib.sha256(text.encode()).hexdigest()
+            con.run("BEGIN")
+            try:
+                con.run("LOCK TABLE sync_migrations IN EXCLUSIVE MODE")
+                done = con.run("SELECT checksum FROM sync_migrations WHERE name = :n", n=path.name)
+                if done:
+                    con.run("ROLLBACK")
+                    if done[0][0] != checksum:
+                        say(
+                            f"warning: {path.name} changed since it was applied; "
+                            "add a new migration instead of editing an applied one"
+                        )
+                    continue
+                con.run(text)
+                con.run(
+                    "INSERT INTO sync_migrations (name, checksum) VALUES (:n, :c)",
+                    n=path.name,
+                    c=checksum,
+                )
+                con.run("COMMIT")
+            except BaseException:
+                con.run("ROLLBACK")
+                raise
+            applied_now.append(path.name)
+            say(f"applied {path.name}")
+    finally:
+        con.close()
+    if not applied_now:
+        say(f"database is up to date ({len(files)} migrations)")
+    return applied_now
+
+
+def main() -> int:
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        print(
+            "DATABASE_URL is not set (postgresql://user:password@host:port/database)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        migrate(url)
+    except Exception as error:
+        print(f"migration failed: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

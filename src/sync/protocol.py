@@ -1,0 +1,91 @@
+"""Validation of the request body at the edge: shape errors are a 400 before any work."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sync.http import ApiError
+
+OPS = ("insert", "update", "delete")
+MAX_ID_LENGTH = 200
+
+
+@dataclass(frozen=True)
+class RawChange:
+    """One outbox row as sent; its `row` is not checked against the schema yet."""
+
+    id: int | str
+    table: str
+    op: str
+    row: dict[str, Any]
+    position: int  # place in the batch: among equal clocks the later write wins
+
+
+@dataclass(frozen=True)
+class SyncRequest:
+    last_sync_at: str | None
+    changes: list[RawChange]
+
+
+def bad_request(message: str) -> ApiError:
+    return ApiError(400, "bad_request", message)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json(body: bytes) -> Any:
+    try:
+        return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        raise bad_request("body is not UTF-8") from None
+    except RecursionError:
+        raise bad_request("body is nested too deeply") from None
+    except ValueError as error:
+        raise bad_request(f"body is not valid JSON: {error}") from None
+
+
+def parse_sync_request(body: bytes, max_changes: int) -> SyncRequest:
+    data = parse_json(body)
+    if not isinstance(data, dict):
+        raise bad_request("body must be a JSON object")
+    last = data.get("lastSyncAt")
+    if last is not None and (not isinstance(last, str) or not last):
+        raise bad_request("lastSyncAt must be null or a cursor string from an earlier response")
+    changes = data.get("changes")
+    if not isinstance(changes, list):
+        raise bad_request("changes must be an array (it may be empty)")
+    if len(changes) > max_changes:
+        raise ApiError(
+            413,
+            "payload_too_large",
+            f"{len(changes)} changes is more than MAX_CHANGES ({max_changes}); send them in parts",
+        )
+    seen: set[str] = set()
+    parsed: list[RawChange] = []
+    for position, change in enumerate(changes):
+        where = f"changes[{position}]"
+        if not isinstance(change, dict):
+            raise bad_request(f"{where} must be an object")
+        change_id = change.get("id")
+        if isinstance(change_id, bool) or not isinstance(change_id, int | str):
+            raise bad_request(f"{where}.id must be an integer or a string")
+        if isinstance(change_id, str) and not 0 < len(change_id) <= MAX_ID_LENGTH:
+            raise bad_request(f"{where}.id must be 1 to {MAX_ID_LENGTH} characters")
+        if str(change_id) in seen:
+            raise bad_request(f"{where}.id {change_id!r} appears twice in the batch")
+        seen.add(str(change_id))
+        table = change.get("table")
+        if not isinstance(table, str):
+            raise bad_request(f"{where}.table must be a string")
+        op = change.get("op")
+        if op not in OPS:
+            raise bad_request(f"{where}.op must be one of insert, update, delete")
+        row = change.get("row")
+        if not isinstance(row, dict):
+            raise bad_request(f"{where}.row must be an object")
+        parsed.append(RawChange(change_id, table, op, row, position))
+    return SyncRequest(last, parsed)

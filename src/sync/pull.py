@@ -1,0 +1,108 @@
+"""The pull: the caller's rows changed since the cursor, one page, in one statement.
+
+Also reads the current state of given keys, so that a change that was not applied as sent
+is answered with what the server holds (or a delete), and the client converges.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sync import sql
+from sync.cursor import Cursor
+from sync.db import Db
+from sync.schema import Registry, Table
+
+Entry = dict[str, Any]
+Slot = tuple[str, str]  # (table, key as text)
+
+
+def typed_key(table: Table, key: str) -> Any:
+    return int(key) if table.key_column.type in ("integer", "bigint") else key
+
+
+def delete_entry(table: Table, key: str, updated_at: str) -> Entry:
+    return {
+        "table": table.name,
+        "op": "delete",
+        "row": {table.primary_key: typed_key(table, key), "updated_at": updated_at},
+    }
+
+
+@dataclass
+class Stored:
+    """What the database holds for some keys: whose row it is, and the caller's view."""
+
+    owners: dict[Slot, str]
+    entries: dict[Slot, Entry]
+
+
+def read_keys(db: Db, registry: Registry, user: str, slots: set[Slot]) -> Stored:
+    tables = tuple(t for t in registry.tables if any(s[0] == t.name for s in slots))
+    keys = {f"k{i}": sorted(k for n, k in slots if n == t.name) for i, t in enumerate(tables)}
+    owners: dict[Slot, str] = {}
+    entries: dict[Slot, Entry] = {}
+    for name, kind, key, owner, row, at in db.run(sql.current_rows(tables), user=user, **keys):
+        table = registry.by_name[name]
+        if kind == "row":
+            owners[(name, key)] = owner
+            if row is not None:
+                entries[(name, key)] = {"table": name, "op": "upsert", "row": row}
+        elif (name, key) not in entries:
+            entries[(name, key)] = delete_entry(table, key, at)
+    return Stored(owners, entries)
+
+
+@dataclass
+class Page:
+    entries: dict[Slot, Entry]
+    cursor: Cursor
+    has_more: bool
+
+
+def pull(db: Db, registry: Registry, user: str, cursor: Cursor, page_size: int) -> Page:
+    after = cursor.after or ("0", "", "")
+    params = {
+        "user": user,
+        "seen": cursor.seen,
+        "from_xid": str(max(int(cursor.xmin), int(after[0]))),
+        "axid": after[0],
+        "atable": after[1],
+        "akey": after[2],
+        "limit": page_size + 1,
+        "initial": cursor.initial,
+    }
+    first_page = cursor.upto is None
+    if not first_page:
+        params["upto"] = cursor.upto
+    rows = db.run(sql.pull(registry.tables, first_page), **params)
+    upto = rows[0][0]
+    data = [r for r in rows if r[1] is not None]
+    has_more = len(data) > page_size
+    data = data[:page_size]
+    entries: dict[Slot, Entry] = {}
+    for _snap, name, kind, key, _xid, row, at in data:
+        if kind == "row":
+            entries[(name, key)] = {"table": name, "op": "upsert", "row": row}
+        else:
+            entries[(name, key)] = delete_entry(registry.by_name[name], key, at)
+    if has_more:
+        last = data[-1]
+        next_cursor = Cursor(cursor.seen, upto, (last[4], last[1], last[3]))
+    else:
+        next_cursor = Cursor(upto)
+    return Page(entries, next_cursor, has_more)
+
+
+def ordered(registry: Registry, entries: dict[Slot, Entry]) -> list[Entry]:
+    """Upserts parents-first, then deletes children-first, so a client that enforces
+    foreign keys can apply the list in order."""
+    rank = {t.name: i for i, t in enumerate(registry.tables)}
+    n = len(rank)
+
+    def place(entry: Entry) -> int:
+        i = rank[entry["table"]]
+        return i if entry["op"] == "upsert" else 2 * n - i
+
+    return sorted(entries.values(), key=place)

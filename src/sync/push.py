@@ -1,0 +1,263 @@
+"""The push: check each change against the registry, then apply the batch set-wise.
+
+Per table one statement applies all of the batch's rows, with last-write-wins and ownership
+in the statement itself; round trips grow with the tables touched, not with the rows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sync import sql
+from sync.db import Db, DbError
+from sync.protocol import RawChange
+from sync.schema import MISSING, InvalidValue, Registry, Table, format_timestamp, parse_timestamp
+from sync.settings import Settings
+
+APPLIED, STALE = "applied", "stale"
+
+
+class Reject(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class NeedCareful(Exception):
+    """A constraint failed in a set-wise statement: redo the transaction change by change
+    (with savepoints, bisecting) to find which changes are at fault."""
+
+
+@dataclass
+class Change:
+    """A change that passed the schema checks; `row` holds normalised values."""
+
+    raw: RawChange
+    table: Table
+    key: str  # the primary key as Postgres prints it (`pk::text`)
+    delete: bool
+    row: dict[str, Any]
+    clock: datetime  # updated_at after clamping
+    clamped: bool = False
+    followers: list[RawChange] = field(default_factory=list)  # superseded in this batch
+
+
+@dataclass
+class Rejected:
+    """A change refused before the database. Where its table and key are readable the
+    client is sent the server's state for that key, so it converges."""
+
+    raw: RawChange
+    reject: Reject
+    table: Table | None
+    key: str | None  # normalised key, None when the row has no usable key
+
+    @property
+    def clock(self) -> str:
+        value = self.raw.row.get("updated_at")
+        try:
+            return format_timestamp(parse_timestamp(value))
+        except InvalidValue:
+            return format_timestamp(datetime.now(UTC))
+
+
+@dataclass
+class Plan:
+    winners: list[Change]
+    rejected: list[Rejected]
+
+
+def check(
+    raw: RawChange, registry: Registry, user: str, now: datetime, settings: Settings
+) -> Change:
+    table = registry.get(raw.table)
+    if table is None:
+        raise Reject("unknown_table", f"table {raw.table!r} is not synced")
+    row = raw.row
+    pk_col = table.key_column
+    key_value = row.get(pk_col.name, user if pk_col.name == table.owner else None)
+    if key_value is None:
+        raise Reject("missing_primary_key", f"row has no {pk_col.name}")
+    try:
+        key_value = pk_col.check(key_value)
+        owner = row.get(table.owner)
+        if owner is not None and table.by_name[table.owner].check(owner) != user:
+            raise Reject("forbidden", "the row names another user as its owner")
+        if "updated_at" not in row:
+            raise InvalidValue("updated_at is missing")
+        clock = parse_timestamp(row["updated_at"])
+    except InvalidValue as error:
+        raise Reject("invalid_value", str(error)) from None
+    clamped = False
+    if clock > now + timedelta(seconds=settings.max_clock_skew):
+        if settings.clock_skew_policy == "reject":
+            raise Reject("clock_skew", "updated_at is too far in the future of the server")
+        clock, clamped = now, True
+
+    delete = raw.op == "delete"
+    if delete:
+        values = {pk_col.name: key_value}
+    else:
+        unknown = sorted(set(row) - set(table.by_name))
+        if unknown:
+            raise Reject("unknown_column", f"columns not synced: {', '.join(unknown)[:200]}")
+        values = {}
+        try:
+            for column in table.columns:
+                if column.name in row:
+                    values[column.name] = column.check(row[column.name])
+                elif column.name == table.owner:
+                    values[column.name] = user
+                elif column.default is not MISSING:
+                    values[column.name] = column.default
+                elif column.nullable:
+                    values[column.name] = None
+                else:
+                    raise InvalidValue(f"column {column.name} is required")
+        except InvalidValue as error:
+            raise Reject("invalid_value", str(error)) from None
+        values[table.owner] = user
+    values["updated_at"] = format_timestamp(clock)
+    return Change(raw, table, str(key_value), delete, values, clock, clamped)
+
+
+def _usable_key(table: Table | None, row: dict[str, Any], user: str) -> str | None:
+    if table is None:
+        return None
+    column = table.key_column
+    value = row.get(column.name, user if column.name == table.owner else None)
+    try:
+        key = column.check(value)
+    except InvalidValue:
+        return None
+    return None if key is None else str(key)
+
+
+def plan(
+    changes: Iterable[RawChange], registry: Registry, user: str, now: datetime, settings: Settings
+) -> Plan:
+    """Checks every change and collapses several changes to one row into the newest
+    (by clock, then by place in the batch); the others follow its outcome."""
+    winners: dict[tuple[str, str], Change] = {}
+    rejected: list[Rejected] = []
+    for raw in changes:
+        try:
+            change = check(raw, registry, user, now, settings)
+        except Reject as reject:
+            table = registry.get(raw.table)
+            rejected.append(Rejected(raw, reject, table, _usable_key(table, raw.row, user)))
+            continue
+        slot = (change.table.name, change.key)
+        best = winners.get(slot)
+        if best is None:
+            winners[slot] = change
+        elif (change.clock, raw.position) > (best.clock, best.raw.position):
+            change.followers = [*best.followers, best.raw]
+            winners[slot] = change
+        else:
+            best.followers.append(raw)
+    return Plan(list(winners.values()), rejected)
+
+
+def apply(
+    db: Db, registry: Registry, winners: list[Change], user: str, careful: bool
+) -> dict[int, str | Reject]:
+    """Applies the winners; returns, per change (by id()), APPLIED, STALE (the server
+    already holds a newer or equal version) or a Reject. A winner left without an outcome
+    lost a race with a concurrent transaction: the caller re-reads its row to settle it."""
+    outcome: dict[int, str | Reject] = {}
+    if not winners:
+        return outcome
+    by_table: dict[str, list[Change]] = {}
+    for change in winners:
+        by_table.setdefault(change.table.name, []).append(change)
+    tables = tuple(t for t in registry.tables if t.name in by_table)
+    keys = {f"k{i}": [c.key for c in by_table[t.name]] for i, t in enumerate(tables)}
+
+    stored: dict[tuple[str, str], tuple[str, datetime]] = {}
+    buried: dict[tuple[str, str], datetime] = {}
+    for name, kind, key, owner, at in db.run(sql.lock_rows(tables), user=user, **keys):
+        if kind == "row":
+            stored[(name, key)] = (owner, at)
+        else:
+            buried[(name, key)] = at
+
+    upserts: dict[str, list[Change]] = {}
+    deletes: dict[str, list[Change]] = {}
+    for change in winners:
+        slot = (change.table.name, change.key)
+        if slot in stored:
+            owner, at = stored[slot]
+            if owner != user:
+                outcome[id(change)] = Reject("forbidden", "the row belongs to another user")
+                continue
+            if at >= change.clock:
+                outcome[id(change)] = STALE
+                continue
+        elif slot in buried and buried[slot] >= change.clock:
+            outcome[id(change)] = STALE
+            continue
+        (deletes if change.delete else upserts).setdefault(change.table.name, []).append(change)
+
+    for table in tables:  # parents first, so children find them
+        group = upserts.get(table.name)
+        if group:
+            _run_group(db, sql.upsert(table), group, outcome, careful, {})
+    for table in reversed(tables):  # children first, so parents are free to go
+        group = deletes.get(table.name)
+        if group:
+            _run_group(db, sql.delete(table), group, outcome, careful, {"user": user})
+    return outcome
+
+
+def _rows_json(group: list[Change]) -> str:
+    return json.dumps([c.row for c in group], separators=(",", ":"), ensure_ascii=False)
+
+
+def _run_group(
+    db: Db,
+    statement: str,
+    group: list[Change],
+    outcome: dict[int, str | Reject],
+    careful: bool,
+    params: dict[str, Any],
+) -> None:
+    """Runs one set-wise statement. Keys it did not return lost a race with a concurrent
+    writer and are left without an outcome for the caller to re-read."""
+    if not careful:
+        try:
+            done = {r[0] for r in db.run(statement, rows=_rows_json(group), **params)}
+        except DbError as error:
+            if error.data_problem:
+                raise NeedCareful from error
+            raise
+        for change in group:
+            if change.key in done:
+                outcome[id(change)] = APPLIED
+        return
+    # Careful mode: the same statement under a savepoint; halve the group on failure.
+    db.run(sql.SAVEPOINT)
+    try:
+        done = {r[0] for r in db.run(statement, rows=_rows_json(group), **params)}
+    except DbError as error:
+        if not error.data_problem:
+            raise
+        db.run(sql.ROLLBACK_TO_SAVEPOINT)
+        db.run(sql.RELEASE_SAVEPOINT)
+        if len(group) == 1:
+            code = "constraint_violation" if error.sqlstate.startswith("23") else "invalid_value"
+            outcome[id(group[0])] = Reject(code, error.message[:300])
+            return
+        middle = len(group) // 2
+        _run_group(db, statement, group[:middle], outcome, careful, params)
+        _run_group(db, statement, group[middle:], outcome, careful, params)
+        return
+    db.run(sql.RELEASE_SAVEPOINT)
+    for change in group:
+        if change.key in done:
+            outcome[id(change)] = APPLIED

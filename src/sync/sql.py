@@ -1,0 +1,192 @@
+"""Every SQL statement the server sends, built only from registry identifiers.
+
+Values always travel as parameters: rows as one JSON document per statement, unpacked by
+`jsonb_to_recordset`, so a statement's size and count do not grow with the batch.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+from sync.schema import Column, Table
+
+BEGIN = "BEGIN; SET LOCAL sync.push = 'on'"
+COMMIT = "COMMIT"
+ROLLBACK = "ROLLBACK"
+HEALTH = "BEGIN READ ONLY; SELECT 1; COMMIT"
+SAVEPOINT = "SAVEPOINT change_group"
+ROLLBACK_TO_SAVEPOINT = "ROLLBACK TO SAVEPOINT change_group"
+RELEASE_SAVEPOINT = "RELEASE SAVEPOINT change_group"
+
+ISO_UTC = '\'YYYY-MM-DD"T"HH24:MI:SS.US"Z"\''
+
+
+def q(name: str) -> str:
+    """Quote an identifier; names come from the registry, which admits plain ones only."""
+    return '"' + name + '"'
+
+
+def literal(name: str) -> str:
+    return "'" + name + "'"
+
+
+def _value(column: Column, alias: str) -> str:
+    ref = f"{alias}.{q(column.name)}"
+    if column.type == "timestamptz":
+        return f"to_char({ref} AT TIME ZONE 'UTC', {ISO_UTC})"
+    return ref
+
+
+def row_json(table: Table, alias: str) -> str:
+    """A jsonb object of the registered columns, timestamps as ISO-8601 in UTC."""
+    cols = table.columns
+    parts = []
+    for start in range(0, len(cols), 40):  # jsonb_build_object takes at most 100 arguments
+        args = ", ".join(f"{literal(c.name)}, {_value(c, alias)}" for c in cols[start : start + 40])
+        parts.append(f"jsonb_build_object({args})")
+    return " || ".join(parts)
+
+
+def _key_array(table: Table, param: str) -> str:
+    return f"CAST(:{param} AS {table.key_column.type}[])"
+
+
+def _recordset(columns: tuple[Column, ...]) -> str:
+    return ", ".join(f"{q(c.name)} {c.type}" for c in columns)
+
+
+@cache
+def lock_rows(tables: tuple[Table, ...]) -> str:
+    """Locks the stored rows a batch names and reads their owner and clock, with the
+    caller's tombstones for the same keys: one statement for all tables of the batch.
+    Parameters: :user, :k0 … one key list per table."""
+    ctes, selects, tomb_filters = [], [], []
+    for i, t in enumerate(tables):
+        pk = q(t.primary_key)
+        ctes.append(
+            f"r{i} AS (SELECT {pk}::text AS pk, {q(t.owner)}::text AS owner, updated_at "
+            f"FROM {q(t.name)} WHERE {pk} = ANY({_key_array(t, f'k{i}')}) "
+            f"ORDER BY {pk} FOR UPDATE)"
+        )
+        selects.append(f"SELECT {literal(t.name)}, 'row', pk, owner, updated_at FROM r{i}")
+        tomb_filters.append(f"(table_name = {literal(t.name)} AND pk = ANY(CAST(:k{i} AS text[])))")
+    ctes.append(
+        "tomb AS (SELECT table_name, pk, updated_at FROM sync_tombstones "
+        f"WHERE user_id = CAST(:user AS uuid) AND ({' OR '.join(tomb_filters)}) "
+        "ORDER BY table_name, pk FOR UPDATE)"
+    )
+    selects.append("SELECT table_name, 'tomb', pk, NULL, updated_at FROM tomb")
+    return f"WITH {', '.join(ctes)} " + " UNION ALL ".join(selects)
+
+
+@cache
+def upsert(table: Table) -> str:
+    """Insert-or-update with last-write-wins and ownership in the statement itself.
+    A newer tombstone of the owner also wins over an older insert. Parameter :rows."""
+    name, pk, owner = q(table.name), q(table.primary_key), q(table.owner)
+    cols = ", ".join(q(c.name) for c in table.columns)
+    picked = ", ".join(f"r.{q(c.name)}" for c in table.columns)
+    updates = ", ".join(
+        f"{q(c.name)} = excluded.{q(c.name)}"
+        for c in table.columns
+        if c.name not in (table.primary_key, table.owner)
+    )
+    return (
+        f"INSERT INTO {name} AS s ({cols}) "
+        f"SELECT {picked} FROM jsonb_to_recordset(CAST(:rows AS jsonb)) "
+        f"AS r({_recordset(table.columns)}) "
+        "WHERE NOT EXISTS (SELECT 1 FROM sync_tombstones t "
+        f"WHERE t.table_name = {literal(table.name)} AND t.pk = r.{pk}::text "
+        f"AND t.user_id = r.{owner} AND t.updated_at >= r.updated_at) "
+        f"ORDER BY r.{pk} "
+        f"ON CONFLICT ({pk}) DO UPDATE SET {updates} "
+        f"WHERE s.{owner} = excluded.{owner} AND s.updated_at < excluded.updated_at "
+        f"RETURNING s.{pk}::text"
+    )
+
+
+@cache
+def delete(table: Table) -> str:
+    """Deletes the caller's older rows and records tombstones carrying the client's delete
+    time, also for keys the server never had (so an older insert cannot revive them).
+    Parameters :rows (key + updated_at), :user."""
+    name, pk, owner = q(table.name), q(table.primary_key), q(table.owner)
+    key_type = table.key_column.type
+    return (
+        f"WITH input AS (SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb)) "
+        f"AS r({pk} {key_type}, updated_at timestamptz)), "
+        f"gone AS (DELETE FROM {name} s USING input WHERE s.{pk} = input.{pk} "
+        f"AND s.{owner} = CAST(:user AS uuid) AND s.updated_at < input.updated_at "
+        f"RETURNING s.{pk}) "
+        "INSERT INTO sync_tombstones AS t (table_name, pk, user_id, updated_at, sync_xid) "
+        f"SELECT {literal(table.name)}, input.{pk}::text, CAST(:user AS uuid), "
+        "input.updated_at, pg_current_xact_id() FROM input "
+        f"WHERE input.{pk} IN (SELECT {pk} FROM gone) "
+        f"OR NOT EXISTS (SELECT 1 FROM {name} s WHERE s.{pk} = input.{pk}) "
+        f"ORDER BY input.{pk} "
+        "ON CONFLICT (table_name, pk, user_id) DO UPDATE "
+        "SET updated_at = excluded.updated_at, sync_xid = excluded.sync_xid "
+        "WHERE t.updated_at < excluded.updated_at "
+        "RETURNING t.pk"
+    )
+
+
+@cache
+def current_rows(tables: tuple[Table, ...]) -> str:
+    """The stored state of given keys: owner always, content only of the caller's rows,
+    plus the caller's tombstones. Parameters :user, :k0 …"""
+    selects, tomb_filters = [], []
+    for i, t in enumerate(tables):
+        pk, owner = q(t.primary_key), q(t.owner)
+        selects.append(
+            f"SELECT {literal(t.name)}, 'row', s.{pk}::text, s.{owner}::text, "
+            f"CASE WHEN s.{owner} = CAST(:user AS uuid) THEN {row_json(t, 's')} END, NULL "
+            f"FROM {q(t.name)} s WHERE s.{pk} = ANY({_key_array(t, f'k{i}')})"
+        )
+        tomb_filters.append(f"(table_name = {literal(t.name)} AND pk = ANY(CAST(:k{i} AS text[])))")
+    selects.append(
+        "SELECT table_name, 'tomb', pk, NULL, NULL, "
+        f"to_char(updated_at AT TIME ZONE 'UTC', {ISO_UTC}) FROM sync_tombstones "
+        f"WHERE user_id = CAST(:user AS uuid) AND ({' OR '.join(tomb_filters)})"
+    )
+    return " UNION ALL ".join(selects)
+
+
+@cache
+def pull(tables: tuple[Table, ...], first_page: bool) -> str:
+    """One page of the caller's changes since snapshot :seen, read against snapshot :upto
+    (or the statement's own snapshot on a first page, returned for the cursor), ordered by
+    (transaction, table, key) after position (:axid, :atable, :akey).
+    Parameters :user, :seen, :from_xid, :axid, :atable, :akey, :limit, :initial, :upto."""
+    snapshot = "pg_current_snapshot()" if first_page else "CAST(:upto AS pg_snapshot)"
+    window = (
+        "x.sync_xid >= CAST(:from_xid AS xid8) "
+        "AND NOT pg_visible_in_snapshot(x.sync_xid, CAST(:seen AS pg_snapshot)) "
+        "AND pg_visible_in_snapshot(x.sync_xid, cur.snap) "
+    )
+    after = "(CAST(:axid AS xid8), CAST(:atable AS text), CAST(:akey AS text))"
+    branches = []
+    for t in tables:
+        pk = q(t.primary_key)
+        branches.append(
+            f"(SELECT {literal(t.name)}::text AS tbl, 'row' AS kind, x.{pk}::text AS pk, "
+            f"x.sync_xid AS xid, {row_json(t, 'x')} AS row, NULL::text AS at "
+            f"FROM {q(t.name)} x, cur WHERE x.{q(t.owner)} = CAST(:user AS uuid) AND {window}"
+            f"AND (x.sync_xid, {literal(t.name)}::text, x.{pk}::text) > {after} "
+            f"ORDER BY x.sync_xid, x.{pk}::text LIMIT :limit)"
+        )
+    names = ", ".join(literal(t.name) for t in tables)
+    branches.append(
+        "(SELECT x.table_name, 'tomb', x.pk, x.sync_xid, NULL::jsonb, "
+        f"to_char(x.updated_at AT TIME ZONE 'UTC', {ISO_UTC}) "
+        "FROM sync_tombstones x, cur WHERE x.user_id = CAST(:user AS uuid) "
+        f"AND NOT CAST(:initial AS boolean) AND x.table_name IN ({names}) AND {window}"
+        "AND (x.sync_xid, x.table_name, x.pk) > " + after + " "
+        "ORDER BY x.sync_xid, x.table_name, x.pk LIMIT :limit)"
+    )
+    return (
+        f"WITH cur AS (SELECT {snapshot} AS snap) "
+        "SELECT cur.snap::text, p.tbl, p.kind, p.pk, p.xid::text, p.row, p.at "
+        f"FROM cur LEFT JOIN ({' UNION ALL '.join(branches)}) p ON true "
+        "ORDER BY p.xid, p.tbl, p.pk LIMIT :limit"
+    )
