@@ -20,8 +20,7 @@ from devtools.dev import data_dir, dev_secret
 DEV_USER = "00000000-0000-4000-8000-000000000001"
 
 
-def make_token(secret: str, user_id: str, expires_in: int = 3600,
-               issuer: str | None = None) -> str:
+def make_token(secret: str, user_id: str, expires_in: int = 3600, issuer: str | None = None) -> str:
     now = int(time.time())
     claims = {
         "sub": user_id,
