@@ -4,7 +4,7 @@
 PY := .venv/bin/python
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: dev test token migrate lint format setup clean
+.PHONY: dev test token migrate lint format setup clean worker-deps bundle deploy
 
 setup: .venv/.synced
 
@@ -30,8 +30,22 @@ format: setup
 	.venv/bin/ruff check --fix .
 	.venv/bin/ruff format .
 
-test: setup lint  ## every test, against a throwaway Postgres it starts itself
+test: setup lint worker-deps  ## every test, against a throwaway Postgres it starts itself
 	$(PY) -m pytest -q
 
+# The Worker's packaging: Node tooling (wrangler on Node 22, Pyodide for the runtime check)
+# and the pure-Python dependencies vendored for Pyodide into python_modules/.
+worker-deps: node_modules/.package-lock.json setup
+	@scripts/vendor.sh
+
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund
+
+bundle: worker-deps  ## build the deployable Worker offline into .wrangler/bundle
+	PATH="$(CURDIR)/node_modules/.bin:$$PATH" npx wrangler deploy --dry-run --outdir .wrangler/bundle
+
+deploy: worker-deps  ## deploy to Cloudflare (needs `wrangler login` and a Hyperdrive id)
+	PATH="$(CURDIR)/node_modules/.bin:$$PATH" npx wrangler deploy
+
 clean:
-	rm -rf .venv .data .pytest_cache .ruff_cache .hypothesis
+	rm -rf .venv .data .pytest_cache .ruff_cache .hypothesis node_modules python_modules .wrangler

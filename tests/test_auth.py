@@ -64,8 +64,13 @@ def jwks():
 
 def claims(user, issuer=None, **over):
     now = int(time.time())
-    base = {"sub": user, "aud": "authenticated", "role": "authenticated", "iat": now,
-            "exp": now + 600}
+    base = {
+        "sub": user,
+        "aud": "authenticated",
+        "role": "authenticated",
+        "iat": now,
+        "exp": now + 600,
+    }
     if issuer:
         base["iss"] = issuer
     base.update(over)
@@ -108,10 +113,25 @@ def test_valid_hs256_token(api):
         lambda u: "abc",
         lambda u: "",
     ],
-    ids=["wrong-secret", "expired", "not-yet-valid", "issued-in-future", "wrong-audience",
-         "no-audience", "no-expiry", "expiry-not-number", "no-sub", "sub-not-uuid",
-         "hs384", "alg-none", "tampered-signature", "empty-signature", "garbage", "one-part",
-         "empty"],
+    ids=[
+        "wrong-secret",
+        "expired",
+        "not-yet-valid",
+        "issued-in-future",
+        "wrong-audience",
+        "no-audience",
+        "no-expiry",
+        "expiry-not-number",
+        "no-sub",
+        "sub-not-uuid",
+        "hs384",
+        "alg-none",
+        "tampered-signature",
+        "empty-signature",
+        "garbage",
+        "one-part",
+        "empty",
+    ],
 )
 def test_bad_tokens_are_401(api, sql, make):
     user = user_id()
@@ -153,8 +173,11 @@ def test_issuer_is_checked_when_configured(make_api):
 
 @pytest.mark.parametrize("alg", ["ES256", "RS256"])
 def test_asymmetric_tokens_from_jwks(database_url, jwks, alg):
-    key = ec.generate_private_key(ec.SECP256R1()) if alg == "ES256" else \
-        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key = (
+        ec.generate_private_key(ec.SECP256R1())
+        if alg == "ES256"
+        else rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    )
     jwks.publish(key, "key-1", alg)
     app = asymmetric_app(database_url, jwks)
     api = Api(app, "package")
@@ -163,12 +186,21 @@ def test_asymmetric_tokens_from_jwks(database_url, jwks, alg):
     token = jwt.encode(claims(user, issuer), key, alg, headers={"kid": "key-1"})
     assert status_with(api, token) == 200
     # Wrong issuer, other key, HS256 when only keys are configured: all refused.
-    assert status_with(api, jwt.encode(claims(user, "https://x/auth/v1"), key, alg,
-                                       headers={"kid": "key-1"})) == 401
-    other = ec.generate_private_key(ec.SECP256R1()) if alg == "ES256" else \
-        rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    assert status_with(api, jwt.encode(claims(user, issuer), other, alg,
-                                       headers={"kid": "key-1"})) == 401
+    assert (
+        status_with(
+            api, jwt.encode(claims(user, "https://x/auth/v1"), key, alg, headers={"kid": "key-1"})
+        )
+        == 401
+    )
+    other = (
+        ec.generate_private_key(ec.SECP256R1())
+        if alg == "ES256"
+        else rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    )
+    assert (
+        status_with(api, jwt.encode(claims(user, issuer), other, alg, headers={"kid": "key-1"}))
+        == 401
+    )
     assert status_with(api, jwt.encode(claims(user, issuer), SECRET, "HS256")) == 401
 
 
@@ -177,13 +209,17 @@ def test_algorithm_confusion_with_public_key_as_hmac_secret(database_url, jwks):
     jwks.publish(key, "k", "ES256")
     api = Api(asymmetric_app(database_url, jwks), "package")
     public_jwk = json.dumps(jwks.keys[0]).encode()
-    forged = hand_signed({"alg": "HS256", "typ": "JWT", "kid": "k"},
-                         claims(user_id(), jwks.url + "/auth/v1"), public_jwk)
+    forged = hand_signed(
+        {"alg": "HS256", "typ": "JWT", "kid": "k"},
+        claims(user_id(), jwks.url + "/auth/v1"),
+        public_jwk,
+    )
     assert status_with(api, forged) == 401
 
 
 def hand_signed(header: dict, payload: dict, secret: bytes) -> str:
     """An HS256 token made by hand: pyjwt itself refuses to sign with a public key."""
+
     def part(data: dict) -> str:
         raw = json.dumps(data, separators=(",", ":")).encode()
         return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
@@ -203,16 +239,24 @@ def test_jwks_cached_and_refetched_on_unknown_kid(database_url, jwks):
     issuer = jwks.url + "/auth/v1"
     for _ in range(3):
         user = user_id()
-        assert status_with(api, jwt.encode(claims(user, issuer), first, "ES256",
-                                           headers={"kid": "old"})) == 200
+        assert (
+            status_with(
+                api, jwt.encode(claims(user, issuer), first, "ES256", headers={"kid": "old"})
+            )
+            == 200
+        )
     assert jwks.fetches == 1  # cached
     # Rotation: a new key appears; a token naming it triggers one refetch (once the
     # floor between refetches has passed since the last fetch).
     now[0] += 31
     second = ec.generate_private_key(ec.SECP256R1())
     jwks.publish(second, "new", "ES256")
-    assert status_with(api, jwt.encode(claims(user_id(), issuer), second, "ES256",
-                                       headers={"kid": "new"})) == 200
+    assert (
+        status_with(
+            api, jwt.encode(claims(user_id(), issuer), second, "ES256", headers={"kid": "new"})
+        )
+        == 200
+    )
     assert jwks.fetches == 2
     # Unknown kids do not make the server hammer the JWKS endpoint.
     for i in range(5):
@@ -227,8 +271,9 @@ def test_jwks_unreachable_is_503(database_url):
 
     app = App(settings, lambda: connect_url(database_url), fetch_json, log=lambda _r: None)
     key = ec.generate_private_key(ec.SECP256R1())
-    token = jwt.encode(claims(user_id(), "http://127.0.0.1:9/auth/v1"), key, "ES256",
-                       headers={"kid": "k"})
+    token = jwt.encode(
+        claims(user_id(), "http://127.0.0.1:9/auth/v1"), key, "ES256", headers={"kid": "k"}
+    )
     reply = Api(app, "package").sync(None, [], token=token)
     assert reply.status == 503
     assert reply.body["error"]["code"] == "unavailable"
@@ -263,5 +308,7 @@ def test_token_check_is_local(database_url):
     """HS256 verification makes no network call: no fetcher is even configured."""
     app = build_app(database_url)
     assert app.auth.fetch_json is None
-    user = asyncio.run(app.auth.user_id(f"Bearer {token_for('6F9619FF-8B86-4D11-B42D-00C04FC964FF')}"))
+    user = asyncio.run(
+        app.auth.user_id(f"Bearer {token_for('6F9619FF-8B86-4D11-B42D-00C04FC964FF')}")
+    )
     assert user == "6f9619ff-8b86-4d11-b42d-00c04fc964ff"

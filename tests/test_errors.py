@@ -45,8 +45,9 @@ def test_not_json_media_type_is_415(api, content_type):
 
 
 def test_json_with_charset_is_accepted(api):
-    reply = post(api, b'{"lastSyncAt":null,"changes":[]}', user_id(),
-                 "application/json; charset=utf-8")
+    reply = post(
+        api, b'{"lastSyncAt":null,"changes":[]}', user_id(), "application/json; charset=utf-8"
+    )
     assert reply.status == 200
 
 
@@ -81,8 +82,10 @@ def test_malformed_body_is_400(api, sql, body):
 def test_duplicate_change_ids_are_400_and_nothing_applied(api, sql):
     user = user_id()
     first, second = new_id(), new_id()
-    changes = [change("todos", "insert", todo(first, "a", 0), 7),
-               change("todos", "insert", todo(second, "b", 0), "7")]
+    changes = [
+        change("todos", "insert", todo(first, "a", 0), 7),
+        change("todos", "insert", todo(second, "b", 0), "7"),
+    ]
     reply = api.sync(user, changes)
     assert_error(reply, 400, "bad_request")
     assert sql("SELECT count(*) FROM todos")[0][0] == 0
@@ -90,8 +93,10 @@ def test_duplicate_change_ids_are_400_and_nothing_applied(api, sql):
 
 def test_unknown_op_rejects_whole_request(api, sql):
     user = user_id()
-    changes = [change("todos", "insert", todo(new_id(), "a", 0)),
-               change("todos", "merge", todo(new_id(), "b", 0))]
+    changes = [
+        change("todos", "insert", todo(new_id(), "a", 0)),
+        change("todos", "merge", todo(new_id(), "b", 0)),
+    ]
     assert_error(api.sync(user, changes), 400, "bad_request")
     assert sql("SELECT count(*) FROM todos")[0][0] == 0
 
@@ -145,8 +150,9 @@ def test_health_503_when_database_unreachable(cluster):
 def test_sync_503_when_database_unreachable(cluster):
     from conftest import Api, build_app
 
-    app = build_app(f"postgresql://sync:wrong@127.0.0.1:{cluster.port + 1}/nowhere",
-                    MAX_ATTEMPTS="2")
+    app = build_app(
+        f"postgresql://sync:wrong@127.0.0.1:{cluster.port + 1}/nowhere", MAX_ATTEMPTS="2"
+    )
     reply = Api(app, "package").sync(user_id(), [])
     assert_error(reply, 503, "unavailable")
 
@@ -164,8 +170,11 @@ def test_internal_error_is_500_without_details(database_url):
 def test_options_preflight_and_cors(make_api):
     api = make_api("http", ALLOWED_ORIGINS="https://app.example, https://other.example")
     for path in ("/api/sync", "/api/health", "/anything"):
-        reply = api.request("OPTIONS", path, headers={
-            "origin": "https://app.example", "access-control-request-method": "POST"})
+        reply = api.request(
+            "OPTIONS",
+            path,
+            headers={"origin": "https://app.example", "access-control-request-method": "POST"},
+        )
         assert reply.status == 204
         assert reply.headers["access-control-allow-origin"] == "https://app.example"
         assert "authorization" in reply.headers["access-control-allow-headers"]

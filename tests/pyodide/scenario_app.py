@@ -1,0 +1,94 @@
+"""`sync.app.App` on Pyodide, through the routes a stand-in database can answer.
+
+The CPython suite covers the logic; this shows the same package imports and runs on the
+Worker's interpreter (no `cryptography`, stub `ssl`, no `hashlib.pbkdf2_hmac`), with a
+token pyjwt made there too.
+"""
+
+import json
+import time
+import uuid
+from typing import ClassVar
+
+import jwt
+
+from sync.app import App
+from sync.http import Request
+from sync.settings import Settings
+
+SECRET = "pyodide-scenario-secret-0123456789abcdef"
+SNAPSHOT = "900:905:901,903"
+
+
+class StandInConnection:
+    """Answers statements by how they begin, like the few a health check or an empty
+    sync sends; anything else raises, as a broken database would, so an unexpected
+    statement shows up as a failed request and in `sent`."""
+
+    REPLIES = (
+        ("BEGIN READ ONLY", [[1]]),
+        ("BEGIN", None),
+        ("WITH cur AS", [[SNAPSHOT, None, None, None, None, None, None]]),
+        ("COMMIT", None),
+        ("ROLLBACK", None),
+    )
+    sent: ClassVar[list[dict]] = []
+    opened = closed = 0
+
+    def __init__(self):
+        type(self).opened += 1
+
+    def run(self, sql, **params):
+        self.sent.append({"sql": sql[:40], "params": sorted(params)})
+        for start, reply in self.REPLIES:
+            if sql.startswith(start):
+                return reply
+        raise RuntimeError(f"stand-in has no reply for: {sql[:80]}")
+
+    def close(self):
+        type(self).closed += 1
+
+
+def make_token(secret=SECRET, lifetime=3600):
+    """An access token shaped like Supabase's, made with pyjwt on this interpreter."""
+    now = int(time.time())
+    claims = {
+        "sub": str(uuid.uuid4()),
+        "aud": "authenticated",
+        "role": "authenticated",
+        "iat": now,
+        "exp": now + lifetime,
+    }
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+async def call(app, method, path, headers=None, body=b""):
+    StandInConnection.sent = []
+    response = await app.handle(Request(method, path, headers or {}, body))
+    return {
+        "status": response.status,
+        "headers": response.headers,
+        "json": json.loads(response.body) if response.body else None,
+        "sent": StandInConnection.sent,
+    }
+
+
+async def main():
+    app = App(Settings.from_env({"SUPABASE_JWT_SECRET": SECRET}), StandInConnection)
+    token = make_token()
+    sync_headers = {"content-type": "application/json"}
+    body = json.dumps({"lastSyncAt": None, "changes": []}).encode()
+
+    return {
+        "health": await call(app, "GET", "/api/health"),
+        "not_found": await call(app, "GET", "/nope"),
+        "no_token": await call(app, "POST", "/api/sync", sync_headers, body),
+        "sync": await call(
+            app,
+            "POST",
+            "/api/sync",
+            {**sync_headers, "authorization": f"Bearer {token}"},
+            body,
+        ),
+        "connections": {"opened": StandInConnection.opened, "closed": StandInConnection.closed},
+    }
