@@ -4,7 +4,8 @@
 PY := .venv/bin/python
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: dev test token migrate lint format setup clean worker-deps bundle deploy
+.PHONY: dev test token migrate lint format setup clean worker-deps bundle deploy \
+        chromium client-build test-client test-e2e test-server
 
 setup: .venv/.synced
 
@@ -13,7 +14,7 @@ setup: .venv/.synced
 	uv sync --frozen --quiet --python 3.11
 	@touch $@
 
-dev: setup  ## serve http://127.0.0.1:8787 with an embedded Postgres
+dev: setup client-build  ## serve http://127.0.0.1:8787 with an embedded Postgres
 	$(PY) -m devtools.dev
 
 token: setup  ## print a dev access token (USER_ID=<uuid> optional)
@@ -30,8 +31,28 @@ format: setup
 	.venv/bin/ruff check --fix .
 	.venv/bin/ruff format .
 
-test: setup lint worker-deps  ## every test, against a throwaway Postgres it starts itself
+test: lint test-server test-client test-e2e  ## every test; each starts the Postgres it needs
+
+test-server: setup worker-deps  ## the server's tests (pytest)
 	$(PY) -m pytest -q
+
+# The PWA client kit (client/): unit tests under Node with the real SQLite WASM, and
+# end-to-end tests in Debian's headless Chromium against the real server.
+CLIENT_DEPS := client/node_modules/.package-lock.json
+$(CLIENT_DEPS): client/package.json client/package-lock.json
+	npm --prefix client ci --no-audit --no-fund
+
+chromium:  ## Debian's chromium for the browser tests, installed if missing
+	@client/scripts/ensure-chromium.sh
+
+client-build: $(CLIENT_DEPS)  ## demo PWA -> client/dist/ (served at / by make dev)
+	npm --prefix client run build
+
+test-client: $(CLIENT_DEPS)  ## type check + unit tests
+	npm --prefix client test
+
+test-e2e: setup chromium client-build  ## headless Chromium + real server + Postgres
+	npm --prefix client run test:e2e
 
 # The Worker's packaging: Node tooling (wrangler on Node 22, Pyodide for the runtime check)
 # and the pure-Python dependencies vendored for Pyodide into python_modules/.

@@ -1,0 +1,15 @@
+// @ts-check
+/** Public entry point of the sync client. */
+export { defineSchema, exampleSchema, snakeCase } from './schema.js';
+export { installSync, appTablesSql, syncTablesSql, triggersSql, NOW_SQL } from './ddl.js';
+export { encodeChange, decodePulled, normalizeTimestamp, EncodeError } from './transform.js';
+export {
+  getCursor,
+  resetCursor,
+  pendingCount,
+  listRejected,
+  discardRejected,
+  retryRejected,
+} from './store.js';
+export { syncWithWorker, isSyncing } from './sync.js';
+export { backoffDelay } from './http.js';
