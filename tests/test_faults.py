@@ -2,6 +2,7 @@
 (a retry is a re-send, and re-sends are idempotent); concurrent writers to the same rows
 serialize or retry; the answer is a 503 only when retries run out."""
 
+import contextlib
 import threading
 
 from conftest import Api, build_app, user_id
@@ -22,7 +23,7 @@ class FlakyConnection:
         if self.fail_on and statement.startswith(self.fail_on):
             self.fail_on = ""
             if self.after:
-                result = self.con.run(statement, **params)
+                self.con.run(statement, **params)
                 self.con.close()
                 raise ConnectionResetError("connection lost after the statement")
             self.con.close()
@@ -30,10 +31,8 @@ class FlakyConnection:
         return self.con.run(statement, **params)
 
     def close(self):
-        try:
+        with contextlib.suppress(Exception):
             self.con.close()
-        except Exception:
-            pass
 
 
 def flaky_app(database_url, fail_on, after=False, failures=1, **env):
