@@ -11,6 +11,7 @@ import urllib.request
 
 import jwt
 from conftest import ROOT
+
 from devtools.pgcluster import free_port
 
 
