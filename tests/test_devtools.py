@@ -21,8 +21,14 @@ def test_dev_server_runs_and_stops_cleanly(tmp_path):
     env = {**os.environ, "DEV_DATA_DIR": str(data), "PORT": str(port)}
     env.pop("SUPABASE_JWT_SECRET", None)
     env.pop("DATABASE_URL", None)
-    proc = subprocess.Popen([sys.executable, "-m", "devtools.dev"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "devtools.dev"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines = []
     try:
         deadline = time.monotonic() + 120
@@ -37,15 +43,28 @@ def test_dev_server_runs_and_stops_cleanly(tmp_path):
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health") as answer:
             assert json.loads(answer.read()) == {"ok": True, "db": "ok"}
 
-        token = subprocess.run([sys.executable, "-m", "devtools.token", "--user-id",
-                                "7b9e6a40-8f0e-4c55-9d43-2f7c61c0a001"], cwd=ROOT, env=env,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        token = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "devtools.token",
+                "--user-id",
+                "7b9e6a40-8f0e-4c55-9d43-2f7c61c0a001",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         secret = (data / "jwt-secret").read_text().strip()
         claims = jwt.decode(token, secret, algorithms=["HS256"], audience="authenticated")
         assert claims["sub"] == "7b9e6a40-8f0e-4c55-9d43-2f7c61c0a001"
         request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/api/sync", data=b'{"lastSyncAt":null,"changes":[]}',
-            headers={"authorization": f"Bearer {token}", "content-type": "application/json"})
+            f"http://127.0.0.1:{port}/api/sync",
+            data=b'{"lastSyncAt":null,"changes":[]}',
+            headers={"authorization": f"Bearer {token}", "content-type": "application/json"},
+        )
         with urllib.request.urlopen(request) as answer:
             assert json.loads(answer.read())["success"] is True
     finally:

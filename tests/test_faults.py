@@ -70,8 +70,7 @@ def test_lost_commit_answer_is_retried_without_duplicates(database_url, sql):
 
 def test_retries_run_out_into_503_and_nothing_applied(database_url, sql):
     app = flaky_app(database_url, "INSERT INTO", failures=5, MAX_ATTEMPTS="3")
-    reply = Api(app, "package").sync(user_id(), [change("todos", "insert",
-                                                        todo(new_id(), "a", 0))])
+    reply = Api(app, "package").sync(user_id(), [change("todos", "insert", todo(new_id(), "a", 0))])
     assert reply.status == 503 and reply.body["error"]["code"] == "unavailable"
     assert sql("SELECT count(*) FROM todos")[0][0] == 0
 
@@ -79,8 +78,7 @@ def test_retries_run_out_into_503_and_nothing_applied(database_url, sql):
 def test_failure_after_push_rolls_back_everything(database_url, sql):
     """The pull fails after the push statements ran: none of the push may remain."""
     app = flaky_app(database_url, "WITH cur", failures=5, MAX_ATTEMPTS="2")
-    reply = Api(app, "package").sync(user_id(), [change("todos", "insert",
-                                                        todo(new_id(), "a", 0))])
+    reply = Api(app, "package").sync(user_id(), [change("todos", "insert", todo(new_id(), "a", 0))])
     assert reply.status == 503
     assert sql("SELECT count(*) FROM todos")[0][0] == 0
 

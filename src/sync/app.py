@@ -183,6 +183,7 @@ class App:
             db: Db | None = None
             try:
                 db = Db(self.connect)
+                trace.phase("connect")
                 body = self._transaction(db, plan, user, cursor, careful, trace)
                 return SyncResult(body, db.statements, attempt)
             except pushing.NeedCareful:
