@@ -22,8 +22,8 @@ CREATE INDEX IF NOT EXISTS sync_tombstones_pull ON sync_tombstones (user_id, syn
 -- Row trigger on every synced table. Arguments: primary key column, owner column.
 -- Stamps inserted and updated rows with the writing transaction's id, and turns deletes
 -- into tombstones, so writes made straight in SQL by any program reach the devices too.
--- A delete made by the sync server itself sets sync.push = 'on' for its transaction and
--- writes the tombstone with the client's delete time in the same statement.
+-- The sync server writes the tombstone of a pushed delete itself, with the client's delete
+-- time, just before deleting the row; sync_bury then leaves that tombstone as it is.
 CREATE OR REPLACE FUNCTION sync_track() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -33,9 +33,6 @@ DECLARE
     new_row   jsonb;
 BEGIN
     IF TG_OP = 'DELETE' THEN
-        IF current_setting('sync.push', true) = 'on' THEN
-            RETURN OLD;
-        END IF;
         old_row := to_jsonb(OLD);
         PERFORM sync_bury(TG_TABLE_NAME, old_row ->> pk_col, (old_row ->> owner_col)::uuid,
                           greatest((old_row ->> 'updated_at')::timestamptz, statement_timestamp()));
@@ -63,6 +60,8 @@ BEGIN
 END
 $$;
 
+-- Records that `owner` no longer has row `key` of `tbl`. A tombstone this transaction
+-- already wrote (the sync server's, carrying the client's delete time) is kept as it is.
 CREATE OR REPLACE FUNCTION sync_bury(tbl text, key text, owner uuid, at timestamptz) RETURNS void
 LANGUAGE sql AS $$
     INSERT INTO sync_tombstones AS t (table_name, pk, user_id, updated_at, sync_xid)
@@ -70,6 +69,7 @@ LANGUAGE sql AS $$
     ON CONFLICT (table_name, pk, user_id)
     DO UPDATE SET updated_at = greatest(t.updated_at, excluded.updated_at),
                   sync_xid = excluded.sync_xid
+    WHERE t.sync_xid <> excluded.sync_xid
 $$;
 
 -- TRUNCATE leaves no tombstones, so devices would keep the rows forever: refuse it.

@@ -137,9 +137,19 @@ def test_sync_with_token_made_in_pyodide(reports):
     assert sent[0].startswith("BEGIN") and sent[-1] == "COMMIT"
 
 
+def test_push_through_the_set_based_statements(reports):
+    pushed = reports["app"]["result"]["push"]
+    assert pushed["status"] == 200, pushed
+    assert pushed["json"]["acceptedIds"] == [1] and pushed["json"]["rejected"] == []
+    sent = [s["sql"] for s in pushed["sent"]]
+    assert sent[0] == "BEGIN" and sent[-1] == "COMMIT"
+    assert sent[1].startswith("WITH r0 AS") and sent[2].startswith('INSERT INTO "todos"')
+    assert pushed["sent"][2]["params"] == ["rows"]
+
+
 def test_every_connection_is_closed(reports):
     connections = reports["app"]["result"]["connections"]
-    assert connections["opened"] == connections["closed"] == 2
+    assert connections["opened"] == connections["closed"] == 3
 
 
 def test_entry_adapter_round_trip(reports):

@@ -207,46 +207,46 @@ def apply(
     for table in tables:  # parents first, so children find them
         group = upserts.get(table.name)
         if group:
-            _run_group(db, sql.upsert(table), group, outcome, careful, {})
+            _run_group(db, (sql.upsert(table),), group, outcome, careful, {})
     for table in reversed(tables):  # children first, so parents are free to go
         group = deletes.get(table.name)
         if group:
-            _run_group(db, sql.delete(table), group, outcome, careful, {"user": user})
+            statements = (sql.bury(table), sql.delete(table))
+            _run_group(db, statements, group, outcome, careful, {"user": user})
     return outcome
 
 
-def _rows_json(group: list[Change]) -> str:
-    return json.dumps([c.row for c in group], separators=(",", ":"), ensure_ascii=False)
+def _apply(
+    db: Db, statements: tuple[str, ...], group: list[Change], params: dict[str, Any]
+) -> set[str]:
+    """Runs a group's set-wise statements; the first returns the keys that apply."""
+    rows = json.dumps([c.row for c in group], separators=(",", ":"), ensure_ascii=False)
+    first, *rest = statements
+    done = {r[0] for r in db.run(first, rows=rows, **params)}
+    for statement in rest:
+        db.run(statement, rows=rows, **params)
+    return done
 
 
 def _run_group(
     db: Db,
-    statement: str,
+    statements: tuple[str, ...],
     group: list[Change],
     outcome: dict[int, str | Reject],
     careful: bool,
     params: dict[str, Any],
 ) -> None:
-    """Runs one set-wise statement. Keys it did not return lost a race with a concurrent
-    writer and are left without an outcome for the caller to re-read."""
-    if not careful:
-        try:
-            done = {r[0] for r in db.run(statement, rows=_rows_json(group), **params)}
-        except DbError as error:
-            if error.data_problem:
-                raise NeedCareful from error
-            raise
-        for change in group:
-            if change.key in done:
-                outcome[id(change)] = APPLIED
-        return
-    # Careful mode: the same statement under a savepoint; halve the group on failure.
-    db.run(sql.SAVEPOINT)
+    """Applies one group set-wise. Keys not applied lost a race with a concurrent writer
+    and are left without an outcome for the caller to re-read."""
+    if careful:  # under a savepoint; a failing group is halved until the culprit is alone
+        db.run(sql.SAVEPOINT)
     try:
-        done = {r[0] for r in db.run(statement, rows=_rows_json(group), **params)}
+        done = _apply(db, statements, group, params)
     except DbError as error:
         if not error.data_problem:
             raise
+        if not careful:
+            raise NeedCareful from error
         db.run(sql.ROLLBACK_TO_SAVEPOINT)
         db.run(sql.RELEASE_SAVEPOINT)
         if len(group) == 1:
@@ -254,10 +254,11 @@ def _run_group(
             outcome[id(group[0])] = Reject(code, error.message[:300])
             return
         middle = len(group) // 2
-        _run_group(db, statement, group[:middle], outcome, careful, params)
-        _run_group(db, statement, group[middle:], outcome, careful, params)
+        _run_group(db, statements, group[:middle], outcome, careful, params)
+        _run_group(db, statements, group[middle:], outcome, careful, params)
         return
-    db.run(sql.RELEASE_SAVEPOINT)
+    if careful:
+        db.run(sql.RELEASE_SAVEPOINT)
     for change in group:
         if change.key in done:
             outcome[id(change)] = APPLIED

@@ -10,10 +10,11 @@ from functools import cache
 
 from sync.schema import Column, Table
 
-BEGIN = "BEGIN; SET LOCAL sync.push = 'on'"
+BEGIN = "BEGIN"
 COMMIT = "COMMIT"
 ROLLBACK = "ROLLBACK"
-HEALTH = "BEGIN READ ONLY; SELECT 1; COMMIT"
+# A volatile function: Hyperdrive never answers this from its cache.
+HEALTH = "SELECT clock_timestamp()"
 SAVEPOINT = "SAVEPOINT change_group"
 ROLLBACK_TO_SAVEPOINT = "ROLLBACK TO SAVEPOINT change_group"
 RELEASE_SAVEPOINT = "RELEASE SAVEPOINT change_group"
@@ -106,28 +107,37 @@ def upsert(table: Table) -> str:
 
 
 @cache
-def delete(table: Table) -> str:
-    """Deletes the caller's older rows and records tombstones carrying the client's delete
-    time, also for keys the server never had (so an older insert cannot revive them).
-    Parameters :rows (key + updated_at), :user."""
+def bury(table: Table) -> str:
+    """Step one of a pushed delete: tombstones carrying the client's delete time, for keys
+    where the caller's row is older or there is no row (so an older insert arriving later
+    cannot revive it). Returns the keys whose delete applies. Parameters :rows, :user."""
     name, pk, owner = q(table.name), q(table.primary_key), q(table.owner)
-    key_type = table.key_column.type
     return (
-        f"WITH input AS (SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb)) "
-        f"AS r({pk} {key_type}, updated_at timestamptz)), "
-        f"gone AS (DELETE FROM {name} s USING input WHERE s.{pk} = input.{pk} "
-        f"AND s.{owner} = CAST(:user AS uuid) AND s.updated_at < input.updated_at "
-        f"RETURNING s.{pk}) "
         "INSERT INTO sync_tombstones AS t (table_name, pk, user_id, updated_at, sync_xid) "
-        f"SELECT {literal(table.name)}, input.{pk}::text, CAST(:user AS uuid), "
-        "input.updated_at, pg_current_xact_id() FROM input "
-        f"WHERE input.{pk} IN (SELECT {pk} FROM gone) "
-        f"OR NOT EXISTS (SELECT 1 FROM {name} s WHERE s.{pk} = input.{pk}) "
-        f"ORDER BY input.{pk} "
+        f"SELECT {literal(table.name)}, r.{pk}::text, CAST(:user AS uuid), r.updated_at, "
+        "pg_current_xact_id() "
+        f"FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r({pk} {table.key_column.type}, "
+        "updated_at timestamptz) "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {name} s WHERE s.{pk} = r.{pk} "
+        f"AND (s.{owner} <> CAST(:user AS uuid) OR s.updated_at >= r.updated_at)) "
+        f"ORDER BY r.{pk} "
         "ON CONFLICT (table_name, pk, user_id) DO UPDATE "
         "SET updated_at = excluded.updated_at, sync_xid = excluded.sync_xid "
         "WHERE t.updated_at < excluded.updated_at "
         "RETURNING t.pk"
+    )
+
+
+@cache
+def delete(table: Table) -> str:
+    """Step two: delete the caller's rows older than their delete. The row trigger keeps
+    the tombstone step one wrote. Parameters :rows (key + updated_at), :user."""
+    name, pk, owner = q(table.name), q(table.primary_key), q(table.owner)
+    return (
+        f"DELETE FROM {name} s USING jsonb_to_recordset(CAST(:rows AS jsonb)) "
+        f"AS r({pk} {table.key_column.type}, updated_at timestamptz) "
+        f"WHERE s.{pk} = r.{pk} AND s.{owner} = CAST(:user AS uuid) "
+        "AND s.updated_at < r.updated_at"
     )
 
 

@@ -18,6 +18,7 @@ from sync.settings import Settings
 
 SECRET = "pyodide-scenario-secret-0123456789abcdef"
 SNAPSHOT = "900:905:901,903"
+PUSHED = "7b9e6a40-8f0e-4c55-9d43-2f7c61c0a001"
 
 
 class StandInConnection:
@@ -26,8 +27,11 @@ class StandInConnection:
     statement shows up as a failed request and in `sent`."""
 
     REPLIES = (
-        ("BEGIN READ ONLY", [[1]]),
+        ("SELECT clock_timestamp()", [["2026-11-24T10:00:00Z"]]),
         ("BEGIN", None),
+        # The push of PUSHED: nothing stored yet, the upsert applies it.
+        ("WITH r0 AS", []),
+        ('INSERT INTO "todos"', [[PUSHED]]),
         ("WITH cur AS", [[SNAPSHOT, None, None, None, None, None, None]]),
         ("COMMIT", None),
         ("ROLLBACK", None),
@@ -89,6 +93,31 @@ async def main():
             "/api/sync",
             {**sync_headers, "authorization": f"Bearer {token}"},
             body,
+        ),
+        "push": await call(
+            app,
+            "POST",
+            "/api/sync",
+            {**sync_headers, "authorization": f"Bearer {token}"},
+            json.dumps(
+                {
+                    "lastSyncAt": None,
+                    "changes": [
+                        {
+                            "id": 1,
+                            "table": "todos",
+                            "op": "insert",
+                            "row": {
+                                "id": PUSHED,
+                                "title": "on Pyodide",
+                                "done": False,
+                                "tags": ["a"],
+                                "updated_at": "2026-11-24T10:00:00Z",
+                            },
+                        }
+                    ],
+                }
+            ).encode(),
         ),
         "connections": {"opened": StandInConnection.opened, "closed": StandInConnection.closed},
     }
