@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from devtools.pgcluster import Cluster  # noqa: E402
 from serve import make_app, serve  # noqa: E402
-from sync.migrate import migrate  # noqa: E402
+from sync.migrate import migrate, verify  # noqa: E402
 
 
 def data_dir() -> Path:
@@ -51,6 +51,8 @@ def main() -> int:
         env["DATABASE_URL"] = cluster.url()
     try:
         migrate(env["DATABASE_URL"], say=lambda line: print(f"migrate: {line}", flush=True))
+        if verify(env["DATABASE_URL"], say=lambda line: print(f"check: {line}", flush=True)):
+            return 1
         env.setdefault("STATIC_DIR", str(ROOT / "client" / "dist"))
         host, port = env.get("HOST", "127.0.0.1"), int(env.get("PORT", "8787"))
         server = serve(make_app(env), host, port, _static(env["STATIC_DIR"]))

@@ -92,3 +92,47 @@ def test_migrations_are_idempotent_and_need_no_superuser(cluster):
         con.run(path.read_text())
     assert con.run("SELECT count(*) FROM pg_trigger WHERE tgname = 'sync_track'") == [[3]]
     con.close()
+
+
+def test_registry_check_finds_mismatches(sql):
+    from sync.app_schema import REGISTRY
+    from sync.checkdb import problems
+    from sync.schema import Column, Registry, Table
+
+    assert problems(sql.con, REGISTRY) == []
+    wrong = Registry(
+        [
+            Table(
+                "todos",
+                (
+                    Column("id", "uuid", nullable=False),
+                    Column("user_id", "uuid", nullable=False),
+                    Column("title", "integer"),
+                    Column("due_at", "timestamptz", nullable=False),
+                    Column("colour", "text"),
+                    Column("updated_at", "timestamptz", nullable=False),
+                ),
+                primary_key="id",
+            ),
+            Table(
+                "notes",
+                (
+                    Column("id", "uuid", nullable=False),
+                    Column("user_id", "uuid", nullable=False),
+                    Column("updated_at", "timestamptz", nullable=False),
+                ),
+                primary_key="id",
+            ),
+        ]
+    )
+    assert problems(sql.con, wrong) == [
+        "todos.title is text, registered as integer",
+        "todos.due_at is nullable, registered NOT NULL",
+        "todos.colour is registered but does not exist",
+        "table notes is registered but does not exist",
+    ]
+    sql(
+        "CREATE TABLE notes (id uuid PRIMARY KEY, user_id uuid NOT NULL, "
+        "updated_at timestamptz NOT NULL)"
+    )
+    assert problems(sql.con, wrong)[-1].startswith("table notes is not enabled for sync")

@@ -93,7 +93,24 @@ def main() -> int:
     except Exception as error:
         print(f"migration failed: {error}", file=sys.stderr)
         return 1
-    return 0
+    return verify(url)
+
+
+def verify(url: str, say=print) -> int:
+    """Compares the migrated database with the registry; 0 when they agree."""
+    from sync.app_schema import REGISTRY
+    from sync.checkdb import problems
+
+    con = connect_url(url)
+    try:
+        found = problems(con, REGISTRY)
+    finally:
+        con.close()
+    for line in found:
+        say(f"schema mismatch: {line}")
+    if not found:
+        say(f"registry and database agree ({len(REGISTRY.tables)} synced tables)")
+    return 1 if found else 0
 
 
 if __name__ == "__main__":
