@@ -27,6 +27,9 @@ CREATE INDEX IF NOT EXISTS sync_tombstones_pull ON sync_tombstones (user_id, syn
 CREATE OR REPLACE FUNCTION sync_track() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
+    -- TG_TABLE_NAME is of type name, whose collation ("C") would keep the planner off
+    -- the tombstones' primary key index; a text variable has the default collation.
+    tbl       text := TG_TABLE_NAME;
     pk_col    text := TG_ARGV[0];
     owner_col text := TG_ARGV[1];
     old_row   jsonb;
@@ -34,7 +37,7 @@ DECLARE
 BEGIN
     IF TG_OP = 'DELETE' THEN
         old_row := to_jsonb(OLD);
-        PERFORM sync_bury(TG_TABLE_NAME, old_row ->> pk_col, (old_row ->> owner_col)::uuid,
+        PERFORM sync_bury(tbl, old_row ->> pk_col, (old_row ->> owner_col)::uuid,
                           greatest((old_row ->> 'updated_at')::timestamptz, statement_timestamp()));
         RETURN OLD;
     END IF;
@@ -48,12 +51,12 @@ BEGIN
             RETURN NEW;
         END IF;
         -- The key or the owner changed: for the old owner the old key is gone.
-        PERFORM sync_bury(TG_TABLE_NAME, old_row ->> pk_col, (old_row ->> owner_col)::uuid,
+        PERFORM sync_bury(tbl, old_row ->> pk_col, (old_row ->> owner_col)::uuid,
                           greatest((old_row ->> 'updated_at')::timestamptz, statement_timestamp()));
     END IF;
     -- A row (re)appearing for its owner replaces that owner's tombstone for the key.
     DELETE FROM sync_tombstones
-     WHERE table_name = TG_TABLE_NAME
+     WHERE table_name = tbl
        AND pk = new_row ->> pk_col
        AND user_id = (new_row ->> owner_col)::uuid;
     RETURN NEW;

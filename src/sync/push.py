@@ -100,19 +100,16 @@ def check(
         clock, clamped = now, True
 
     delete = raw.op == "delete"
-    if delete:
-        values = {pk_col.name: key_value}
-    else:
-        unknown = sorted(set(row) - set(table.by_name))
+    values = {pk_col.name: key_value, "updated_at": format_timestamp(clock)}
+    if not delete:
+        unknown = sorted(row.keys() - table.names)
         if unknown:
             raise Reject("unknown_column", f"columns not synced: {', '.join(unknown)[:200]}")
-        values = {}
+        values[table.owner] = user
         try:
-            for column in table.columns:
+            for column in table.data_columns:
                 if column.name in row:
                     values[column.name] = column.check(row[column.name])
-                elif column.name == table.owner:
-                    values[column.name] = user
                 elif column.default is not MISSING:
                     values[column.name] = column.default
                 elif column.nullable:
@@ -121,8 +118,6 @@ def check(
                     raise InvalidValue(f"column {column.name} is required")
         except InvalidValue as error:
             raise Reject("invalid_value", str(error)) from None
-        values[table.owner] = user
-    values["updated_at"] = format_timestamp(clock)
     return Change(raw, table, str(key_value), delete, values, clock, clamped)
 
 

@@ -48,7 +48,8 @@ def parse_timestamp(value: Any) -> datetime:
 
 
 def format_timestamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """ISO-8601 in UTC with microseconds and a Z, the same shape the pull sends."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def _check_json(value: Any, depth: int = 0) -> None:
@@ -168,9 +169,18 @@ class Table:
     owner: str = "user_id"
     parents: tuple[str, ...] = ()
     by_name: dict[str, Column] = field(init=False, repr=False, compare=False)
+    names: frozenset[str] = field(init=False, repr=False, compare=False)
+    # The columns a row's values fill: all but the key, the owner and the clock, which
+    # the push sets itself.
+    data_columns: tuple[Column, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "by_name", {c.name: c for c in self.columns})
+        object.__setattr__(self, "names", frozenset(self.by_name))
+        special = (self.primary_key, self.owner, "updated_at")
+        object.__setattr__(
+            self, "data_columns", tuple(c for c in self.columns if c.name not in special)
+        )
         for name in (self.name, *self.by_name):
             if not IDENTIFIER.match(name):
                 raise ValueError(f"{name!r} is not a plain lower-case SQL identifier")
