@@ -143,8 +143,8 @@ def test_push_through_the_set_based_statements(reports):
     assert pushed["json"]["acceptedIds"] == [1] and pushed["json"]["rejected"] == []
     sent = [s["sql"] for s in pushed["sent"]]
     assert sent[0] == "BEGIN" and sent[-1] == "COMMIT"
-    assert sent[1].startswith("WITH r0 AS") and sent[2].startswith('INSERT INTO "todos"')
-    assert pushed["sent"][2]["params"] == ["rows"]
+    assert sent[1].startswith('INSERT INTO "todos"') and sent[2].startswith("WITH cur AS")
+    assert pushed["sent"][1]["params"] == ["rows"]
 
 
 def test_every_connection_is_closed(reports):

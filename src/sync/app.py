@@ -214,7 +214,8 @@ class App:
         trace.phase("push")
 
         # Settle every change that was not applied exactly as sent: read what the server
-        # holds for its key (and the owner, for a change that lost a race).
+        # holds for its key. The owner tells a change that lost to a newer version (or a
+        # tie, as on a re-send) from one aimed at another user's row.
         to_read = {
             (c.table.name, c.key)
             for c in plan.winners

@@ -161,49 +161,27 @@ def plan(
 
 def apply(
     db: Db, registry: Registry, winners: list[Change], user: str, careful: bool
-) -> dict[int, str | Reject]:
-    """Applies the winners; returns, per change (by id()), APPLIED, STALE (the server
-    already holds a newer or equal version) or a Reject. A winner left without an outcome
-    lost a race with a concurrent transaction: the caller re-reads its row to settle it."""
-    outcome: dict[int, str | Reject] = {}
-    if not winners:
-        return outcome
-    by_table: dict[str, list[Change]] = {}
-    for change in winners:
-        by_table.setdefault(change.table.name, []).append(change)
-    tables = tuple(t for t in registry.tables if t.name in by_table)
-    keys = {f"k{i}": [c.key for c in by_table[t.name]] for i, t in enumerate(tables)}
-
-    stored: dict[tuple[str, str], tuple[str, datetime]] = {}
-    buried: dict[tuple[str, str], datetime] = {}
-    for name, kind, key, owner, at in db.run(sql.lock_rows(tables), user=user, **keys):
-        if kind == "row":
-            stored[(name, key)] = (owner, at)
-        else:
-            buried[(name, key)] = at
-
+) -> dict[int, Reject | str]:
+    """Applies the winners set-wise and returns APPLIED (or, in careful mode, a Reject)
+    per change, by id(). A change left without an outcome was not applied — the server
+    holds a version at least as new, or the row is another user's — and the caller
+    settles it by reading what the server holds for its key."""
+    outcome: dict[int, Reject | str] = {}
     upserts: dict[str, list[Change]] = {}
     deletes: dict[str, list[Change]] = {}
     for change in winners:
-        slot = (change.table.name, change.key)
-        if slot in stored:
-            owner, at = stored[slot]
-            if owner != user:
-                outcome[id(change)] = Reject("forbidden", "the row belongs to another user")
-                continue
-            if at >= change.clock:
-                outcome[id(change)] = STALE
-                continue
-        elif slot in buried and buried[slot] >= change.clock:
-            outcome[id(change)] = STALE
-            continue
         (deletes if change.delete else upserts).setdefault(change.table.name, []).append(change)
-
-    for table in tables:  # parents first, so children find them
+    if deletes:
+        # A delete is two statements (tombstone, then row): lock the rows first so no
+        # concurrent writer slips in between them.
+        doomed = tuple(t for t in registry.tables if t.name in deletes)
+        keys = {f"k{i}": [c.key for c in deletes[t.name]] for i, t in enumerate(doomed)}
+        db.run(sql.lock_rows(doomed), **keys)
+    for table in registry.tables:  # parents first, so children find them
         group = upserts.get(table.name)
         if group:
             _run_group(db, (sql.upsert(table),), group, outcome, careful, {})
-    for table in reversed(tables):  # children first, so parents are free to go
+    for table in reversed(registry.tables):  # children first, so parents are free to go
         group = deletes.get(table.name)
         if group:
             statements = (sql.bury(table), sql.delete(table))

@@ -58,26 +58,15 @@ def _recordset(columns: tuple[Column, ...]) -> str:
 
 @cache
 def lock_rows(tables: tuple[Table, ...]) -> str:
-    """Locks the stored rows a batch names and reads their owner and clock, with the
-    caller's tombstones for the same keys: one statement for all tables of the batch.
-    Parameters: :user, :k0 … one key list per table."""
-    ctes, selects, tomb_filters = [], [], []
-    for i, t in enumerate(tables):
-        pk = q(t.primary_key)
-        ctes.append(
-            f"r{i} AS (SELECT {pk}::text AS pk, {q(t.owner)}::text AS owner, updated_at "
-            f"FROM {q(t.name)} WHERE {pk} = ANY({_key_array(t, f'k{i}')}) "
-            f"ORDER BY {pk} FOR UPDATE)"
-        )
-        selects.append(f"SELECT {literal(t.name)}, 'row', pk, owner, updated_at FROM r{i}")
-        tomb_filters.append(f"(table_name = {literal(t.name)} AND pk = ANY(CAST(:k{i} AS text[])))")
-    ctes.append(
-        "tomb AS (SELECT table_name, pk, updated_at FROM sync_tombstones "
-        f"WHERE user_id = CAST(:user AS uuid) AND ({' OR '.join(tomb_filters)}) "
-        "ORDER BY table_name, pk FOR UPDATE)"
+    """Locks the stored rows that a batch deletes, in key order, one statement for all
+    tables. Parameters :k0 … one key list per table."""
+    ctes = ", ".join(
+        f"l{i} AS (SELECT 1 FROM {q(t.name)} WHERE {q(t.primary_key)} = "
+        f"ANY({_key_array(t, f'k{i}')}) ORDER BY {q(t.primary_key)} FOR UPDATE)"
+        for i, t in enumerate(tables)
     )
-    selects.append("SELECT table_name, 'tomb', pk, NULL, updated_at FROM tomb")
-    return f"WITH {', '.join(ctes)} " + " UNION ALL ".join(selects)
+    counted = " + ".join(f"(SELECT count(*) FROM l{i})" for i in range(len(tables)))
+    return f"WITH {ctes} SELECT {counted}"
 
 
 @cache

@@ -29,8 +29,7 @@ class StandInConnection:
     REPLIES = (
         ("SELECT clock_timestamp()", [["2026-11-24T10:00:00Z"]]),
         ("BEGIN", None),
-        # The push of PUSHED: nothing stored yet, the upsert applies it.
-        ("WITH r0 AS", []),
+        # The push of PUSHED: the set-based upsert applies it.
         ('INSERT INTO "todos"', [[PUSHED]]),
         ("WITH cur AS", [[SNAPSHOT, None, None, None, None, None, None]]),
         ("COMMIT", None),
