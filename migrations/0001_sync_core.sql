@@ -6,7 +6,9 @@
 -- transaction was not yet visible in that snapshot, so a transaction that was still
 -- running during a pull is picked up by a later one (see docs/design.md).
 --
--- Everything here works for a database owner that is not a superuser.
+-- Triggers do the bookkeeping, so writes made straight in SQL by any program (an admin
+-- dashboard, a cron job) reach the devices too. Everything here works for a database owner
+-- that is not a superuser.
 
 CREATE TABLE IF NOT EXISTS sync_tombstones (
     table_name text        NOT NULL,
@@ -19,60 +21,57 @@ CREATE TABLE IF NOT EXISTS sync_tombstones (
 
 CREATE INDEX IF NOT EXISTS sync_tombstones_pull ON sync_tombstones (user_id, sync_xid);
 
--- Row trigger on every synced table. Arguments: primary key column, owner column.
--- Stamps inserted and updated rows with the writing transaction's id, and turns deletes
--- into tombstones, so writes made straight in SQL by any program reach the devices too.
--- The sync server writes the tombstone of a pushed delete itself, with the client's delete
--- time, just before deleting the row; sync_bury then leaves that tombstone as it is.
-CREATE OR REPLACE FUNCTION sync_track() RETURNS trigger
+-- Row trigger, before insert and update: stamps the row with the writing transaction.
+CREATE OR REPLACE FUNCTION sync_stamp() RETURNS trigger
 LANGUAGE plpgsql AS $$
-DECLARE
-    -- TG_TABLE_NAME is of type name, whose collation ("C") would keep the planner off
-    -- the tombstones' primary key index; a text variable has the default collation.
-    tbl       text := TG_TABLE_NAME;
-    pk_col    text := TG_ARGV[0];
-    owner_col text := TG_ARGV[1];
-    old_row   jsonb;
-    new_row   jsonb;
 BEGIN
-    IF TG_OP = 'DELETE' THEN
-        old_row := to_jsonb(OLD);
-        PERFORM sync_bury(tbl, old_row ->> pk_col, (old_row ->> owner_col)::uuid,
-                          greatest((old_row ->> 'updated_at')::timestamptz, statement_timestamp()));
-        RETURN OLD;
-    END IF;
-
     NEW.sync_xid := pg_current_xact_id();
-    new_row := to_jsonb(NEW);
-    IF TG_OP = 'UPDATE' THEN
-        old_row := to_jsonb(OLD);
-        IF old_row ->> pk_col IS NOT DISTINCT FROM new_row ->> pk_col
-           AND old_row ->> owner_col IS NOT DISTINCT FROM new_row ->> owner_col THEN
-            RETURN NEW;
-        END IF;
-        -- The key or the owner changed: for the old owner the old key is gone.
-        PERFORM sync_bury(tbl, old_row ->> pk_col, (old_row ->> owner_col)::uuid,
-                          greatest((old_row ->> 'updated_at')::timestamptz, statement_timestamp()));
-    END IF;
-    -- A row (re)appearing for its owner replaces that owner's tombstone for the key.
-    DELETE FROM sync_tombstones
-     WHERE table_name = tbl
-       AND pk = new_row ->> pk_col
-       AND user_id = (new_row ->> owner_col)::uuid;
     RETURN NEW;
 END
 $$;
 
--- Records that `owner` no longer has row `key` of `tbl`. A tombstone this transaction
--- already wrote (the sync server's, carrying the client's delete time) is kept as it is.
-CREATE OR REPLACE FUNCTION sync_bury(tbl text, key text, owner uuid, at timestamptz) RETURNS void
-LANGUAGE sql AS $$
-    INSERT INTO sync_tombstones AS t (table_name, pk, user_id, updated_at, sync_xid)
-    VALUES (tbl, key, owner, at, pg_current_xact_id())
-    ON CONFLICT (table_name, pk, user_id)
-    DO UPDATE SET updated_at = greatest(t.updated_at, excluded.updated_at),
-                  sync_xid = excluded.sync_xid
-    WHERE t.sync_xid <> excluded.sync_xid
+-- Statement triggers, after insert, update and delete, set-based over the transition
+-- tables `old_rows` / `new_rows`. Arguments: primary key column, owner column.
+--
+-- A key that disappears for an owner (deleted, or moved to another key or owner) leaves a
+-- tombstone dated at least now; a key that appears for an owner drops that owner's
+-- tombstone. A tombstone the same transaction already wrote stays as it is: the sync
+-- server writes the tombstone of a pushed delete itself, with the client's delete time,
+-- just before deleting the row.
+CREATE OR REPLACE FUNCTION sync_track() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    pk_col    text := TG_ARGV[0];
+    owner_col text := TG_ARGV[1];
+    -- With updates, only rows whose key or owner changed count as gone / appeared.
+    gone      text := 'old_rows o';
+    appeared  text := 'new_rows n';
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        gone := format('old_rows o WHERE NOT EXISTS (SELECT 1 FROM new_rows n '
+                       'WHERE n.%1$I = o.%1$I AND n.%2$I = o.%2$I)', pk_col, owner_col);
+        appeared := format('new_rows n WHERE NOT EXISTS (SELECT 1 FROM old_rows o '
+                           'WHERE n.%1$I = o.%1$I AND n.%2$I = o.%2$I)', pk_col, owner_col);
+    END IF;
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        EXECUTE format(
+            'INSERT INTO sync_tombstones AS t (table_name, pk, user_id, updated_at, sync_xid) '
+            'SELECT %L, o.%I::text, o.%I, greatest(o.updated_at, statement_timestamp()), '
+            '       pg_current_xact_id() FROM %s '
+            'ON CONFLICT (table_name, pk, user_id) DO UPDATE '
+            'SET updated_at = greatest(t.updated_at, excluded.updated_at), '
+            '    sync_xid = excluded.sync_xid '
+            'WHERE t.sync_xid <> excluded.sync_xid',
+            TG_TABLE_NAME, pk_col, owner_col, gone);
+    END IF;
+    IF TG_OP IN ('UPDATE', 'INSERT') THEN
+        EXECUTE format(
+            'DELETE FROM sync_tombstones t USING (SELECT n.%I AS pk, n.%I AS owner FROM %s) a '
+            'WHERE t.table_name = %L AND t.pk = a.pk::text AND t.user_id = a.owner',
+            pk_col, owner_col, appeared, TG_TABLE_NAME);
+    END IF;
+    RETURN NULL;
+END
 $$;
 
 -- TRUNCATE leaves no tombstones, so devices would keep the rows forever: refuse it.
@@ -96,9 +95,22 @@ BEGIN
                    'DEFAULT pg_current_xact_id()', tbl);
     EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %s (%I, sync_xid)',
                    rel || '_sync_pull', tbl, owner_col);
-    EXECUTE format('DROP TRIGGER IF EXISTS sync_track ON %s', tbl);
-    EXECUTE format('CREATE TRIGGER sync_track BEFORE INSERT OR UPDATE OR DELETE ON %s '
-                   'FOR EACH ROW EXECUTE FUNCTION sync_track(%L, %L)', tbl, pk_col, owner_col);
+    EXECUTE format('DROP TRIGGER IF EXISTS sync_stamp ON %s', tbl);
+    EXECUTE format('CREATE TRIGGER sync_stamp BEFORE INSERT OR UPDATE ON %s '
+                   'FOR EACH ROW EXECUTE FUNCTION sync_stamp()', tbl);
+    EXECUTE format('DROP TRIGGER IF EXISTS sync_track_insert ON %s', tbl);
+    EXECUTE format('CREATE TRIGGER sync_track_insert AFTER INSERT ON %s '
+                   'REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT '
+                   'EXECUTE FUNCTION sync_track(%L, %L)', tbl, pk_col, owner_col);
+    EXECUTE format('DROP TRIGGER IF EXISTS sync_track_update ON %s', tbl);
+    EXECUTE format('CREATE TRIGGER sync_track_update AFTER UPDATE ON %s '
+                   'REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION sync_track(%L, %L)',
+                   tbl, pk_col, owner_col);
+    EXECUTE format('DROP TRIGGER IF EXISTS sync_track_delete ON %s', tbl);
+    EXECUTE format('CREATE TRIGGER sync_track_delete AFTER DELETE ON %s '
+                   'REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT '
+                   'EXECUTE FUNCTION sync_track(%L, %L)', tbl, pk_col, owner_col);
     EXECUTE format('DROP TRIGGER IF EXISTS sync_refuse_truncate ON %s', tbl);
     EXECUTE format('CREATE TRIGGER sync_refuse_truncate BEFORE TRUNCATE ON %s '
                    'FOR EACH STATEMENT EXECUTE FUNCTION sync_refuse_truncate()', tbl);

@@ -10,6 +10,7 @@ from typing import Any
 from sync.schema import Registry
 
 SQL_NAMES = {"timestamptz": "timestamp with time zone"}
+TRIGGERS = ("sync_stamp", "sync_track_insert", "sync_track_update", "sync_track_delete")
 
 
 def problems(con: Any, registry: Registry) -> list[str]:
@@ -26,8 +27,11 @@ def problems(con: Any, registry: Registry) -> list[str]:
         row[0]
         for row in con.run(
             "SELECT c.relname FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid "
-            "WHERE g.tgname = 'sync_track' AND c.relnamespace = "
-            "(SELECT oid FROM pg_namespace WHERE nspname = current_schema())"
+            "WHERE g.tgname = ANY(CAST(:triggers AS text[])) AND c.relnamespace = "
+            "(SELECT oid FROM pg_namespace WHERE nspname = current_schema()) "
+            "GROUP BY c.relname HAVING count(*) = :n",
+            triggers=list(TRIGGERS),
+            n=len(TRIGGERS),
         )
     }
     found: list[str] = []
