@@ -1,0 +1,49 @@
+"""One structured log line per request: ids, counts and time per phase — never tokens or
+row contents."""
+
+import json
+
+from conftest import Api, build_app, token_for, user_id
+from helpers import change, new_id, todo
+
+
+def test_one_line_per_request_without_secrets(database_url):
+    records = []
+    app = build_app(database_url)
+    app.log = records.append
+    api = Api(app, "package")
+    user = user_id()
+    token = token_for(user)
+    body = api.sync(
+        None,
+        [
+            change("todos", "insert", todo(new_id(), "very private title", 0)),
+            change("nope", "insert", {"id": 1}),
+        ],
+        token=token,
+    ).body
+    assert body["success"] is True
+    api.sync(None, [], token="bad.token.here")
+    api.request("GET", "/api/health")
+    assert len(records) == 3
+    sync, refused, health = records
+    assert sync["status"] == 200 and sync["user_id"] == user
+    assert sync["changes"] == 2 and sync["accepted"] == 1 and sync["rejected"] == 1
+    assert sync["pulled"] == len(body["pulledChanges"])
+    assert sync["statements"] >= 3 and sync["attempts"] == 1
+    assert set(sync["phases"]) >= {"auth", "validate", "connect", "push", "pull", "commit"}
+    assert len(sync["request_id"]) >= 16
+    assert refused["status"] == 401 and refused["error"] == "unauthorized"
+    assert health["status"] == 200
+    text = json.dumps(records)
+    assert token not in text and "bad.token.here" not in text
+    assert "very private title" not in text
+
+
+def test_request_id_comes_from_cloudflare_ray_when_present(database_url):
+    records = []
+    app = build_app(database_url)
+    app.log = records.append
+    reply = Api(app, "package").request("GET", "/api/health", headers={"cf-ray": "8d1f-LHR"})
+    assert reply.headers["x-request-id"] == "8d1f-LHR"
+    assert records[0]["request_id"] == "8d1f-LHR"
