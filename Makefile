@@ -5,7 +5,7 @@ PY := .venv/bin/python
 export PATH := $(HOME)/.local/bin:$(PATH)
 
 .PHONY: dev test token migrate lint format setup clean worker-deps bundle deploy \
-        chromium client-build test-client test-e2e test-server
+        chromium client-build test-client test-e2e test-server bench
 
 setup: .venv/.synced
 
@@ -68,5 +68,8 @@ bundle: worker-deps  ## build the deployable Worker offline into .wrangler/bundl
 deploy: worker-deps  ## deploy to Cloudflare (needs `wrangler login` and a Hyperdrive id)
 	PATH="$(CURDIR)/node_modules/.bin:$$PATH" npx wrangler deploy
 
+bench: setup worker-deps  ## benchmarks -> bench/RESULTS.md + results.png (~5 min; QUICK=1: ~20 s)
+	$(PY) bench/run.py $(if $(QUICK),--quick --pyodide)
+
 clean:
-	rm -rf .venv .data .pytest_cache .ruff_cache .hypothesis node_modules python_modules .wrangler
+	rm -rf .venv .data .pytest_cache .ruff_cache .hypothesis node_modules python_modules .wrangler bench/.work

@@ -11,12 +11,16 @@ import workers
 
 from sync.app import App
 from sync.http import ApiError, Request, error_response
+from sync.pg import tune_driver
 from sync.settings import SETTING_NAMES, Settings, SettingsError
 
 # Module state lives as long as the isolate: one App, so its JWKS and token caches
 # outlive a request, rebuilt only when the configuration it was built from changes.
 _app: App | None = None
 _app_config: dict[str, str] | None = None
+# Per-isolate caches in the driver: the SCRAM salted password (pure-Python PBKDF2 on
+# Pyodide costs ~40 ms of CPU per login otherwise) and statement parsing.
+tune_driver()
 
 
 def _config(env) -> dict[str, str]:

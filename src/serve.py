@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sync.app import App
 from sync.http import Request, Response
-from sync.migrate import connect_url
+from sync.pg import connect_url, tune_driver
 from sync.settings import SETTING_NAMES, Settings
 
 STATIC_HEADERS = {
@@ -49,6 +49,7 @@ def make_app(env: dict[str, str]) -> App:
     if not url:
         raise SystemExit("DATABASE_URL is not set")
     settings = Settings.from_env({k: env[k] for k in SETTING_NAMES if k in env})
+    tune_driver()
     return App(settings, lambda: connect_url(url), fetch_json)
 
 
@@ -69,6 +70,7 @@ def static_file(root: Path | None, path: str) -> Response | None:
 def serve(app: App, host: str, port: int, static_root: Path | None) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # answers go out at once, not after a delayed ACK
         timeout = 60  # a client that stops sending is dropped
 
         def _handle(self) -> None:

@@ -11,28 +11,10 @@ import hashlib
 import os
 import sys
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+
+from sync.pg import connect_url
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
-
-
-def connect_url(url: str):
-    """A pg8000 connection from a postgres:// URL (sslmode=require turns TLS on)."""
-    import pg8000.native
-
-    parts = urlparse(url)
-    if parts.scheme not in ("postgres", "postgresql"):
-        raise ValueError("DATABASE_URL must start with postgresql://")
-    query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
-    return pg8000.native.Connection(
-        unquote(parts.username or "postgres"),
-        password=unquote(parts.password) if parts.password else None,
-        host=parts.hostname or "127.0.0.1",
-        port=parts.port or 5432,
-        database=unquote(parts.path.lstrip("/")) or None,
-        ssl_context=True if query.get("sslmode") in ("require", "verify-full") else None,
-        application_name="sync-migrate",
-    )
 
 
 def migrate(url: str, directory: Path = MIGRATIONS, say=print) -> list[str]:

@@ -40,7 +40,10 @@ class Stored:
 
 def read_keys(db: Db, registry: Registry, user: str, slots: set[Slot]) -> Stored:
     tables = tuple(t for t in registry.tables if any(s[0] == t.name for s in slots))
-    keys = {f"k{i}": sorted(k for n, k in slots if n == t.name) for i, t in enumerate(tables)}
+    keys = {
+        f"k{i}": sql.key_list(sorted(k for n, k in slots if n == t.name))
+        for i, t in enumerate(tables)
+    }
     owners: dict[Slot, str] = {}
     entries: dict[Slot, Entry] = {}
     for name, kind, key, owner, row, at in db.run(sql.current_rows(tables), user=user, **keys):
@@ -61,12 +64,34 @@ class Page:
     has_more: bool
 
 
+def table_bounds(
+    tables: tuple[Table, ...], after: tuple[str, str, str] | None
+) -> dict[str, str | None]:
+    """The page position (xid, table, key) as a lower bound (xid, key) per table: rows of
+    tables sorting before the position's table are done up to its xid, those after it
+    from its xid on. A NULL key bound compares as "not after", so (xid, NULL) admits only
+    larger xids. Python's str order is the "C" collation's byte order."""
+    bounds: dict[str, str | None] = {}
+    for i, table in enumerate(tables):
+        if after is None:
+            xid, key = "0", None
+        elif table.name < after[1]:
+            xid, key = after[0], None
+        elif table.name == after[1]:
+            xid, key = after[0], after[2]
+        else:
+            xid, key = str(int(after[0]) - 1), None
+        bounds[f"x{i}"], bounds[f"p{i}"] = xid, key
+    return bounds
+
+
 def pull(db: Db, registry: Registry, user: str, cursor: Cursor, page_size: int) -> Page:
     after = cursor.after or ("0", "", "")
     params = {
+        **table_bounds(registry.tables, cursor.after),
         "user": user,
         "seen": cursor.seen,
-        "from_xid": str(max(int(cursor.xmin), int(after[0]))),
+        "from_xid": cursor.xmin,
         "axid": after[0],
         "atable": after[1],
         "akey": after[2],

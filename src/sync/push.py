@@ -175,7 +175,9 @@ def apply(
         # A delete is two statements (tombstone, then row): lock the rows first so no
         # concurrent writer slips in between them.
         doomed = tuple(t for t in registry.tables if t.name in deletes)
-        keys = {f"k{i}": [c.key for c in deletes[t.name]] for i, t in enumerate(doomed)}
+        keys = {
+            f"k{i}": sql.key_list([c.key for c in deletes[t.name]]) for i, t in enumerate(doomed)
+        }
         db.run(sql.lock_rows(doomed), **keys)
     for table in registry.tables:  # parents first, so children find them
         group = upserts.get(table.name)

@@ -48,6 +48,13 @@ def row_json(table: Table, alias: str) -> str:
     return " || ".join(parts)
 
 
+def key_list(keys: list[str]) -> str:
+    """Keys as one Postgres array literal: pg8000 sends a Python list element by element,
+    which costs more than the statement itself for thousands of keys."""
+    quoted = ('"' + k.replace("\\", "\\\\").replace('"', '\\"') + '"' for k in keys)
+    return "{" + ",".join(quoted) + "}"
+
+
 def _key_array(table: Table, param: str) -> str:
     return f"CAST(:{param} AS {table.key_column.type}[])"
 
@@ -151,28 +158,37 @@ def current_rows(tables: tuple[Table, ...]) -> str:
     return " UNION ALL ".join(selects)
 
 
+def sort_key(table: Table, alias: str) -> str:
+    """A row's key as text in byte order: the pull pages by (xid, table, key) in the "C"
+    collation, so Python can compare positions the way Postgres does, and the pull index
+    (see sync_enable) delivers rows in that order."""
+    return f'{alias}.{q(table.primary_key)}::text COLLATE "C"'
+
+
 @cache
 def pull(tables: tuple[Table, ...], first_page: bool) -> str:
     """One page of the caller's changes since snapshot :seen, read against snapshot :upto
     (or the statement's own snapshot on a first page, returned for the cursor), ordered by
-    (transaction, table, key) after position (:axid, :atable, :akey).
-    Parameters :user, :seen, :from_xid, :axid, :atable, :akey, :limit, :initial, :upto."""
+    (transaction, table, key). Each table's branch starts after its own bound (:x0, :p0 …)
+    — the page position seen from that table — so it reads its index in order and stops
+    after :limit rows; JSON is built only for those.
+    Parameters :user, :seen, :from_xid, :limit, :initial, :upto, :x<i>/:p<i> per table,
+    and :axid, :atable, :akey (the position itself) for the tombstones."""
     snapshot = "pg_current_snapshot()" if first_page else "CAST(:upto AS pg_snapshot)"
     window = (
         "x.sync_xid >= CAST(:from_xid AS xid8) "
         "AND NOT pg_visible_in_snapshot(x.sync_xid, CAST(:seen AS pg_snapshot)) "
         "AND pg_visible_in_snapshot(x.sync_xid, cur.snap) "
     )
-    after = "(CAST(:axid AS xid8), CAST(:atable AS text), CAST(:akey AS text))"
     branches = []
-    for t in tables:
-        pk = q(t.primary_key)
+    for i, t in enumerate(tables):
+        key = sort_key(t, "x")
         branches.append(
-            f"(SELECT {literal(t.name)}::text AS tbl, 'row' AS kind, x.{pk}::text AS pk, "
-            f"x.sync_xid AS xid, {row_json(t, 'x')} AS row, NULL::text AS at "
+            f"(SELECT {literal(t.name)}::text AS tbl, 'row' AS kind, x.{q(t.primary_key)}::text "
+            f"AS pk, x.sync_xid AS xid, {row_json(t, 'x')} AS row, NULL::text AS at "
             f"FROM {q(t.name)} x, cur WHERE x.{q(t.owner)} = CAST(:user AS uuid) AND {window}"
-            f"AND (x.sync_xid, {literal(t.name)}::text, x.{pk}::text) > {after} "
-            f"ORDER BY x.sync_xid, x.{pk}::text LIMIT :limit)"
+            f"AND (x.sync_xid, {key}) > (CAST(:x{i} AS xid8), CAST(:p{i} AS text)) "
+            f"ORDER BY x.sync_xid, {key} LIMIT :limit)"
         )
     names = ", ".join(literal(t.name) for t in tables)
     branches.append(
@@ -180,12 +196,13 @@ def pull(tables: tuple[Table, ...], first_page: bool) -> str:
         f"to_char(x.updated_at AT TIME ZONE 'UTC', {ISO_UTC}) "
         "FROM sync_tombstones x, cur WHERE x.user_id = CAST(:user AS uuid) "
         f"AND NOT CAST(:initial AS boolean) AND x.table_name IN ({names}) AND {window}"
-        "AND (x.sync_xid, x.table_name, x.pk) > " + after + " "
-        "ORDER BY x.sync_xid, x.table_name, x.pk LIMIT :limit)"
+        'AND (x.sync_xid, x.table_name COLLATE "C", x.pk COLLATE "C") > '
+        "(CAST(:axid AS xid8), CAST(:atable AS text), CAST(:akey AS text)) "
+        'ORDER BY x.sync_xid, x.table_name COLLATE "C", x.pk COLLATE "C" LIMIT :limit)'
     )
     return (
         f"WITH cur AS (SELECT {snapshot} AS snap) "
         "SELECT cur.snap::text, p.tbl, p.kind, p.pk, p.xid::text, p.row, p.at "
         f"FROM cur LEFT JOIN ({' UNION ALL '.join(branches)}) p ON true "
-        "ORDER BY p.xid, p.tbl, p.pk LIMIT :limit"
+        'ORDER BY p.xid, p.tbl COLLATE "C", p.pk COLLATE "C" LIMIT :limit'
     )
