@@ -334,10 +334,12 @@ def pull_section(entries: list[dict], sizes: list[int], rtts: list[float]) -> st
     if big and len(big[0].get("page_ms", [])) > 1:
         first = median([{"v": r["page_ms"][0]} for r in big], "v")
         last = median([{"v": r["page_ms"][-1]} for r in big], "v")
+        middle = median([{"v": statistics.median(r["page_ms"][1:])} for r in big], "v")
         pages = (
             f"\n\nAt N = {num(max(sizes))} on loopback the first page takes {num(first, 1)} ms "
-            f"in the server and the last {num(last, 1)} ms: a page's time grows with the rows "
-            "still to come (problem 8 below)."
+            f"in the server, the later ones "
+            f"{num(middle, 1)} ms (median) and the last {num(last, 1)} ms; problem 8 below "
+            "checks whether pages slow down with the rows still to come."
         )
     return (
         "## Pull: initial sync of N rows for one user, through pagination (page 1000)\n\n"
