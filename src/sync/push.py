@@ -73,8 +73,17 @@ class Plan:
 
 
 def check(
-    raw: RawChange, registry: Registry, user: str, now: datetime, settings: Settings
+    raw: RawChange,
+    registry: Registry,
+    user: str,
+    now: datetime,
+    settings: Settings,
+    horizon: datetime | None = None,
 ) -> Change:
+    """One change against the registry. `horizon` is the latest clock taken as is (now
+    plus MAX_CLOCK_SKEW), computed once per batch by `plan`."""
+    if horizon is None:
+        horizon = now + timedelta(seconds=settings.max_clock_skew)
     table = registry.get(raw.table)
     if table is None:
         raise Reject("unknown_table", f"table {raw.table!r} is not synced")
@@ -94,7 +103,7 @@ def check(
     except InvalidValue as error:
         raise Reject("invalid_value", str(error)) from None
     clamped = False
-    if clock > now + timedelta(seconds=settings.max_clock_skew):
+    if clock > horizon:
         if settings.clock_skew_policy == "reject":
             raise Reject("clock_skew", "updated_at is too far in the future of the server")
         clock, clamped = now, True
@@ -102,9 +111,10 @@ def check(
     delete = raw.op == "delete"
     values = {pk_col.name: key_value, "updated_at": format_timestamp(clock)}
     if not delete:
-        unknown = sorted(row.keys() - table.names)
+        unknown = row.keys() - table.names
         if unknown:
-            raise Reject("unknown_column", f"columns not synced: {', '.join(unknown)[:200]}")
+            names = ", ".join(sorted(unknown))[:200]
+            raise Reject("unknown_column", f"columns not synced: {names}")
         values[table.owner] = user
         try:
             for column in table.data_columns:
@@ -140,9 +150,10 @@ def plan(
     (by clock, then by place in the batch); the others follow its outcome."""
     winners: dict[tuple[str, str], Change] = {}
     rejected: list[Rejected] = []
+    horizon = now + timedelta(seconds=settings.max_clock_skew)
     for raw in changes:
         try:
-            change = check(raw, registry, user, now, settings)
+            change = check(raw, registry, user, now, settings, horizon)
         except Reject as reject:
             table = registry.get(raw.table)
             rejected.append(Rejected(raw, reject, table, _usable_key(table, raw.row, user)))
