@@ -6,7 +6,7 @@ import json
 
 import jsonschema
 import pytest
-from conftest import ROOT, user_id
+from conftest import ROOT, token_for, user_id
 from helpers import at, change, new_id, todo
 
 SPEC = json.loads((ROOT / "docs" / "openapi.json").read_text())
@@ -42,12 +42,7 @@ INVALID = [
 @pytest.mark.parametrize("body", VALID)
 def test_documented_requests_are_accepted(api, body):
     assert REQUEST.is_valid(body)
-    reply = api.request(
-        "POST",
-        "/api/sync",
-        json.dumps(body).encode(),
-        {"content-type": "application/json", "authorization": f"Bearer {token(user_id())}"},
-    )
+    reply = post(api, body)
     assert reply.status == 200
     RESPONSE.validate(reply.body)
 
@@ -55,20 +50,17 @@ def test_documented_requests_are_accepted(api, body):
 @pytest.mark.parametrize("body", INVALID)
 def test_undocumented_requests_are_400(api, body):
     assert not REQUEST.is_valid(body)
-    reply = api.request(
-        "POST",
-        "/api/sync",
-        json.dumps(body).encode(),
-        {"content-type": "application/json", "authorization": f"Bearer {token(user_id())}"},
-    )
+    reply = post(api, body)
     assert reply.status == 400
     ERROR.validate(reply.body)
 
 
-def token(user):
-    from conftest import token_for
-
-    return token_for(user)
+def post(api, body):
+    headers = {
+        "content-type": "application/json",
+        "authorization": f"Bearer {token_for(user_id())}",
+    }
+    return api.request("POST", "/api/sync", json.dumps(body).encode(), headers)
 
 
 def test_answers_match_their_schemas(api):

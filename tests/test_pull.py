@@ -152,10 +152,8 @@ def test_truncate_is_refused(sql):
         sql("TRUNCATE todos")
 
 
-def test_transaction_open_during_pull_is_delivered_later(api, sql):
-    """Stamped before a pull, committed after it: the next pull still brings it."""
-    user = user_id()
-    insert_todos(api, user, 1)
+def open_late_insert(sql, user):
+    """Another program's transaction that inserts a row of `user` and stays open."""
     late = sql.connect()
     late_id = new_id()
     late.run("BEGIN")
@@ -164,6 +162,14 @@ def test_transaction_open_during_pull_is_delivered_later(api, sql):
         i=late_id,
         u=user,
     )
+    return late, late_id
+
+
+def test_transaction_open_during_pull_is_delivered_later(api, sql):
+    """Stamped before a pull, committed after it: the next pull still brings it."""
+    user = user_id()
+    insert_todos(api, user, 1)
+    late, late_id = open_late_insert(sql, user)
     # Meanwhile a device syncs, and so do newer transactions that commit first.
     newer = insert_todos(api, user, 1, clock=3)
     entries, cursor = api.pull_all(user)
@@ -178,14 +184,7 @@ def test_transaction_open_during_pull_is_delivered_later(api, sql):
 def test_transaction_committing_between_pages_is_delivered(make_api, sql):
     api = make_api("package", PULL_PAGE_SIZE="2")
     user = user_id()
-    late = sql.connect()
-    late_id = new_id()
-    late.run("BEGIN")
-    late.run(
-        "INSERT INTO todos (id, user_id, title, updated_at) VALUES (:i, :u, 'late', now())",
-        i=late_id,
-        u=user,
-    )
+    late, late_id = open_late_insert(sql, user)
     insert_todos(api, user, 5)
     first = api.ok(user, [], None)
     assert first["hasMore"]
