@@ -428,3 +428,18 @@ def test_statements_do_not_grow_with_rows(database_url):
         )
         counts.append([r["statements"] for r in records[-2:]])
     assert counts[0] == counts[1] == counts[2], counts
+
+
+def test_superseded_changes_are_answered_with_the_row(api, sql):
+    """A change collapsed into a newer one of the same batch was not applied as sent:
+    the answer carries the row as it now stands."""
+    user, tid = user_id(), new_id()
+    body = api.ok(
+        user,
+        [
+            change("todos", "insert", todo(tid, "v1", 1), 1),
+            change("todos", "update", todo(tid, "v2", 2), 2),
+        ],
+    )
+    [entry] = pulled_for(body, tid)
+    assert entry["op"] == "upsert" and entry["row"]["title"] == "v2"

@@ -219,7 +219,7 @@ class App:
         to_read = {
             (c.table.name, c.key)
             for c in plan.winners
-            if outcome.get(id(c)) != pushing.APPLIED or c.clamped
+            if outcome.get(id(c)) != pushing.APPLIED or not c.as_sent
         }
         to_read |= {(r.table.name, r.key) for r in plan.rejected if r.table and r.key}
         stored = pulling.read_keys(db, self.registry, user, to_read) if to_read else None
@@ -242,7 +242,7 @@ class App:
                 rejected += [_rejection(raw, result) for raw in ids]
             else:
                 accepted += [raw.id for raw in ids]
-            if result != pushing.APPLIED or change.clamped:
+            if result != pushing.APPLIED or not change.as_sent:
                 visible = not (isinstance(result, pushing.Reject) and result.code == "forbidden")
                 _converge(
                     forced,

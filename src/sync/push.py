@@ -46,6 +46,12 @@ class Change:
     clamped: bool = False
     followers: list[RawChange] = field(default_factory=list)  # superseded in this batch
 
+    @property
+    def as_sent(self) -> bool:
+        """Applied, it leaves the row as every change for it in the batch said: not
+        clamped, and no older change to the same row was superseded."""
+        return not self.clamped and not self.followers
+
 
 @dataclass
 class Rejected:
