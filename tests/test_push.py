@@ -443,3 +443,26 @@ def test_superseded_changes_are_answered_with_the_row(api, sql):
     )
     [entry] = pulled_for(body, tid)
     assert entry["op"] == "upsert" and entry["row"]["title"] == "v2"
+
+
+def test_a_row_cannot_hang_under_another_users_row(api, sql):
+    """A todo naming another user's project is refused like one naming no project at all,
+    so it neither reveals the project nor blocks its owner from deleting it."""
+    alice, mallory, pid = user_id(), user_id(), new_id()
+    api.ok(alice, [change("projects", "insert", project(pid, "alice's", 0))])
+    own_pid, tid, orphan = new_id(), new_id(), new_id()
+    body = api.ok(
+        mallory,
+        [
+            change("todos", "insert", todo(tid, "squat", 1, project_id=pid), 1),
+            change("todos", "insert", todo(orphan, "none", 1, project_id=new_id()), 2),
+            change("projects", "insert", project(own_pid, "mine", 1), 3),
+            change("todos", "insert", todo(new_id(), "fine", 1, project_id=own_pid), 4),
+        ],
+    )
+    assert codes(body) == {1: "constraint_violation", 2: "constraint_violation"}
+    assert sorted(body["acceptedIds"]) == [3, 4]
+    assert pulled_for(body, tid)[0]["op"] == "delete"
+    assert sql("SELECT count(*) FROM todos WHERE project_id = :p", p=pid) == [[0]]
+    body = api.ok(alice, [change("projects", "delete", {"id": pid, "updated_at": at(5)}, 9)])
+    assert body["acceptedIds"] == [9]

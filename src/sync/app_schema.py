@@ -33,7 +33,7 @@ REGISTRY = Registry(
                 Column("updated_at", "timestamptz", nullable=False),
             ),
             primary_key="id",
-            parents=("projects",),
+            references={"project_id": "projects"},
         ),
         Table(
             "user_settings",

@@ -196,6 +196,7 @@ def apply(
             f"k{i}": sql.key_list([c.key for c in deletes[t.name]]) for i, t in enumerate(doomed)
         }
         db.run(sql.lock_rows(doomed), **keys)
+    _refuse_foreign_parents(db, registry, upserts, user, outcome)
     for table in registry.tables:  # parents first, so children find them
         group = upserts.get(table.name)
         if group:
@@ -206,6 +207,43 @@ def apply(
             statements = (sql.bury(table), sql.delete(table))
             _run_group(db, statements, group, outcome, careful, {"user": user})
     return outcome
+
+
+def _refuse_foreign_parents(
+    db: Db,
+    registry: Registry,
+    upserts: dict[str, list[Change]],
+    user: str,
+    outcome: dict[int, Reject | str],
+) -> None:
+    """Rejects upserts whose foreign keys point at another user's row, and takes them out
+    of their group. The answer is the same as for a missing parent, so it tells nothing."""
+    refs, params = [], {}
+    for table in registry.tables:
+        for column, parent in table.references.items():
+            keys = {
+                str(c.row[column])
+                for c in upserts.get(table.name, ())
+                if c.row.get(column) is not None
+            }
+            if keys:
+                params[f"f{len(refs)}"] = sql.key_list(sorted(keys))
+                refs.append((table, column, registry.by_name[parent]))
+    if not refs:
+        return
+    foreign = {tuple(r) for r in db.run(sql.foreign_parents(tuple(refs)), user=user, **params)}
+    for name, group in upserts.items():
+        table = registry.by_name[name]
+        kept = []
+        for change in group:
+            bad = [c for c in table.references if (name, c, str(change.row.get(c))) in foreign]
+            if bad:
+                outcome[id(change)] = Reject(
+                    "constraint_violation", f"{bad[0]} refers to no row of yours"
+                )
+            else:
+                kept.append(change)
+        group[:] = kept
 
 
 def _apply(

@@ -161,13 +161,14 @@ class Column:
 
 @dataclass(frozen=True)
 class Table:
-    """A synced table. `parents` are the synced tables its foreign keys point at."""
+    """A synced table. `references` maps its foreign-key columns to the synced tables they
+    point at: those apply first, and a reference to another user's row is refused."""
 
     name: str
     columns: tuple[Column, ...]
     primary_key: str
     owner: str = "user_id"
-    parents: tuple[str, ...] = ()
+    references: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
     by_name: dict[str, Column] = field(init=False, repr=False, compare=False)
     names: frozenset[str] = field(init=False, repr=False, compare=False)
     # The columns a row's values fill: all but the key, the owner and the clock, which
@@ -204,6 +205,10 @@ class Table:
     def key_column(self) -> Column:
         return self.by_name[self.primary_key]
 
+    @property
+    def parents(self) -> tuple[str, ...]:
+        return tuple(sorted(set(self.references.values())))
+
 
 class Registry:
     """The synced tables, kept parents-before-children so a batch applies in any order."""
@@ -221,9 +226,15 @@ class Registry:
             if table.name in visiting:
                 raise ValueError(f"foreign keys form a cycle through {table.name}")
             visiting.add(table.name)
-            for parent in table.parents:
+            for column, parent in table.references.items():
                 if parent not in named:
-                    raise ValueError(f"{table.name} names unknown parent {parent}")
+                    raise ValueError(f"{table.name}.{column} refers to unknown table {parent}")
+                if table.by_name.get(column) is None or (
+                    table.by_name[column].type != named[parent].key_column.type
+                ):
+                    raise ValueError(
+                        f"{table.name}.{column} must be a column typed as {parent}'s key"
+                    )
                 visit(named[parent])
             visiting.discard(table.name)
             ordered.append(table)

@@ -77,6 +77,23 @@ def lock_rows(tables: tuple[Table, ...]) -> str:
 
 
 @cache
+def foreign_parents(refs: tuple[tuple[Table, str, Table], ...]) -> str:
+    """Of the parent keys a batch's rows refer to, those owned by another user: a row must
+    not hang under another user's row (it would also block that user's delete).
+    One statement for all references. Parameters :user, :f0 … one key list each."""
+    selects = []
+    for i, (child, column, parent) in enumerate(refs):
+        pk = q(parent.primary_key)
+        selects.append(
+            f"SELECT {literal(child.name)}, {literal(column)}, p.{pk}::text "
+            f"FROM {q(parent.name)} p "
+            f"WHERE p.{pk} = ANY({_key_array(parent, f'f{i}')}) "
+            f"AND p.{q(parent.owner)} <> CAST(:user AS uuid)"
+        )
+    return " UNION ALL ".join(selects)
+
+
+@cache
 def upsert(table: Table) -> str:
     """Insert-or-update with last-write-wins and ownership in the statement itself.
     A newer tombstone of the owner also wins over an older insert. Parameter :rows."""
