@@ -92,7 +92,7 @@ def check(
         horizon = now + timedelta(seconds=settings.max_clock_skew)
     table = registry.get(raw.table)
     if table is None:
-        raise Reject("unknown_table", f"table {raw.table!r} is not synced")
+        raise Reject("unknown_table", f"table {raw.table[:100]!r} is not synced")
     row = raw.row
     pk_col = table.key_column
     key_value = row.get(pk_col.name, user if pk_col.name == table.owner else None)
