@@ -2,6 +2,9 @@
 # Everything they need is installed on first use (uv, Postgres binaries, the venv).
 
 PY := .venv/bin/python
+# uv from PATH, or as a module when pip put it where PATH does not look.
+UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+export UV
 export PATH := $(HOME)/.local/bin:$(PATH)
 
 .PHONY: dev test token migrate lint format setup clean worker-deps bundle deploy \
@@ -11,7 +14,7 @@ setup: .venv/.synced
 
 .venv/.synced: pyproject.toml uv.lock scripts/ensure-tools.sh
 	@scripts/ensure-tools.sh
-	uv sync --frozen --quiet --python 3.11
+	$(UV) sync --frozen --quiet --python 3.11
 	@touch $@
 
 dev: setup client-build  ## serve http://127.0.0.1:8787 with an embedded Postgres

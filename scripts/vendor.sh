@@ -18,7 +18,7 @@ readonly sdk="workers-runtime-sdk==1.9.5"
 
 wanted="$(
     {
-        uv export --frozen --no-dev --no-hashes --no-emit-project --no-header --no-annotate
+        ${UV:-uv} export --frozen --no-dev --no-hashes --no-emit-project --no-header --no-annotate
         echo "$sdk"
     } | sort
 )"
@@ -35,7 +35,7 @@ printf '%s\n' "$wanted" >"$work/requirements.txt"
 
 # The lock already holds the whole dependency closure, hence --no-deps. All of these
 # ship py3-none-any wheels, so the platform tag only guards against native wheels.
-uv pip install --quiet --no-deps --only-binary :all: \
+${UV:-uv} pip install --quiet --no-deps --only-binary :all: \
     --python-platform wasm32-pyodide2025 --python-version 3.14 \
     --target "$work/$target" -r "$work/requirements.txt"
 
