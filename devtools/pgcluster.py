@@ -15,7 +15,6 @@ import secrets
 import shutil
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 APP_ROLE = "sync"
@@ -150,9 +149,6 @@ class Cluster:
     def url(self, user: str = APP_ROLE, database: str = APP_DB) -> str:
         return f"postgresql://{user}:{self._password()}@127.0.0.1:{self.port}/{database}"
 
-    def superuser_url(self, database: str = "postgres") -> str:
-        return self.url("postgres", database)
-
     def _create_app_role(self) -> None:
         import pg8000.native
 
@@ -192,13 +188,3 @@ class Cluster:
 
 def pg_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
-
-
-def wait_for_port(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")

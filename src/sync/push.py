@@ -84,12 +84,10 @@ def check(
     user: str,
     now: datetime,
     settings: Settings,
-    horizon: datetime | None = None,
+    horizon: datetime,
 ) -> Change:
     """One change against the registry. `horizon` is the latest clock taken as is (now
     plus MAX_CLOCK_SKEW), computed once per batch by `plan`."""
-    if horizon is None:
-        horizon = now + timedelta(seconds=settings.max_clock_skew)
     table = registry.get(raw.table)
     if table is None:
         raise Reject("unknown_table", f"table {raw.table[:100]!r} is not synced")
