@@ -28,6 +28,8 @@ from sync.http import Request, Response
 from sync.pg import connect_url, tune_driver
 from sync.settings import SETTING_NAMES, Settings
 
+DRAIN_LIMIT = 64 * 1024 * 1024  # oversized bodies up to this are read and dropped
+
 STATIC_HEADERS = {
     # Same-origin isolation lets the demo use SQLite on OPFS.
     "cross-origin-opener-policy": "same-origin",
@@ -85,8 +87,17 @@ def serve(app: App, host: str, port: int, static_root: Path | None) -> Threading
                 limit = app.settings.max_body_bytes
                 if length.isdigit() and 0 < int(length) <= limit:
                     body = self.rfile.read(int(length))
-                elif not length.isdigit() or int(length) > limit:
-                    self.close_connection = True  # the unread body makes the stream unusable
+                elif length.isdigit() and int(length) <= DRAIN_LIMIT:
+                    # Too large: read it away unkept, so the client (still sending) gets
+                    # the 413 rather than a reset connection.
+                    left = int(length)
+                    while left > 0:
+                        chunk = self.rfile.read(min(left, 1 << 16))
+                        if not chunk:
+                            break
+                        left -= len(chunk)
+                else:
+                    self.close_connection = True  # an unread body makes the stream unusable
                 request = Request(self.command, path, headers, body)
                 response = asyncio.run(app.handle(request))
             self.send_response(response.status)

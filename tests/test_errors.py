@@ -195,3 +195,12 @@ def test_cors_wildcard_only_when_configured(make_api):
     star = make_api("package", ALLOWED_ORIGINS="*")
     reply = star.request("OPTIONS", "/api/sync", headers={"origin": "https://a.example"})
     assert reply.headers["access-control-allow-origin"] == "*"
+
+
+def test_oversized_body_over_real_http_gets_413_not_a_reset(make_api):
+    """A client that sends its whole 30 MB body before reading still gets the 413."""
+    api = make_api("http", MAX_BODY_BYTES="1048576")
+    big = [change("todos", "insert", todo(new_id(), "x" * 10_000, 0)) for _ in range(3000)]
+    reply = api.sync(user_id(), big)
+    assert_error(reply, 413, "payload_too_large")
+    assert api.request("GET", "/api/health").status == 200
