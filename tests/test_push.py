@@ -466,3 +466,55 @@ def test_a_row_cannot_hang_under_another_users_row(api, sql):
     assert sql("SELECT count(*) FROM todos WHERE project_id = :p", p=pid) == [[0]]
     body = api.ok(alice, [change("projects", "delete", {"id": pid, "updated_at": at(5)}, 9)])
     assert body["acceptedIds"] == [9]
+
+
+def test_an_update_that_omits_columns_keeps_their_stored_values(api, sql):
+    """Rows should be full, but a client that sends only what changed loses nothing: the
+    omitted columns keep their stored values, and the answer carries the whole row."""
+    user, pid, tid = user_id(), new_id(), new_id()
+    full = todo(
+        tid,
+        "walk",
+        0,
+        project_id=pid,
+        done=False,
+        position=3.5,
+        tags=["x"],
+        due_at="2026-12-01T08:00:00Z",
+    )
+    api.ok(
+        user, [change("projects", "insert", project(pid, "p", 0)), change("todos", "insert", full)]
+    )
+    body = api.ok(
+        user, [change("todos", "update", {"id": tid, "done": True, "updated_at": at(5)}, 7)]
+    )
+    assert body["acceptedIds"] == [7]
+    assert sql("SELECT title, done, position, tags, project_id::text FROM todos") == [
+        ["walk", True, 3.5, ["x"], pid]
+    ]
+    [entry] = pulled_for(body, tid)
+    assert entry["row"]["title"] == "walk" and entry["row"]["done"] is True
+
+
+def test_an_insert_that_omits_a_required_column_is_refused(api, sql):
+    user = user_id()
+    body = api.ok(
+        user,
+        [
+            change("todos", "insert", {"id": new_id(), "updated_at": at(0)}, 1),
+            change("todos", "insert", todo(new_id(), "ok", 0), 2),
+        ],
+    )
+    assert codes(body) == {1: "constraint_violation"}
+    assert body["acceptedIds"] == [2]
+
+
+def test_a_partial_update_of_another_users_row_is_forbidden(api, sql):
+    alice, mallory, tid = user_id(), user_id(), new_id()
+    api.ok(alice, [change("todos", "insert", todo(tid, "alice's", 0))])
+    body = api.ok(
+        mallory, [change("todos", "update", {"id": tid, "done": True, "updated_at": at(9)}, 1)]
+    )
+    assert codes(body) == {1: "forbidden"}
+    assert "alice" not in str(body)
+    assert sql("SELECT done FROM todos") == [[False]]

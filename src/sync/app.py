@@ -226,11 +226,16 @@ class App:
         for change in plan.winners:
             if id(change) not in outcome:
                 owner = stored.owners.get((change.table.name, change.key)) if stored else None
-                outcome[id(change)] = (
-                    pushing.Reject("forbidden", "the row belongs to another user")
-                    if owner not in (None, user)
-                    else pushing.STALE
-                )
+                if owner not in (None, user):
+                    result = pushing.Reject("forbidden", "the row belongs to another user")
+                elif owner is None and change.missing_required:
+                    column = change.missing_required[0]
+                    result = pushing.Reject(
+                        "constraint_violation", f"a new row needs column {column}"
+                    )
+                else:
+                    result = pushing.STALE
+                outcome[id(change)] = result
 
         accepted: list[int | str] = []
         rejected: list[dict[str, Any]] = []

@@ -47,10 +47,21 @@ class Change:
     followers: list[RawChange] = field(default_factory=list)  # superseded in this batch
 
     @property
+    def partial(self) -> bool:
+        return sql.OMITTED in self.row
+
+    @property
+    def missing_required(self) -> list[str]:
+        """Omitted columns a new row cannot do without: fine for an update only."""
+        omitted = self.row.get(sql.OMITTED, ())
+        return [c for c in self.table.required if c in omitted]
+
+    @property
     def as_sent(self) -> bool:
         """Applied, it leaves the row as every change for it in the batch said: not
-        clamped, and no older change to the same row was superseded."""
-        return not self.clamped and not self.followers
+        clamped, no columns left to their stored values, no older change to the same row
+        superseded."""
+        return not self.clamped and not self.followers and not self.partial
 
 
 @dataclass
@@ -120,18 +131,18 @@ def check(
             names = ", ".join(sorted(unknown))[:200]
             raise Reject("unknown_column", f"columns not synced: {names}")
         values[table.owner] = user
+        omitted = []
         try:
             for column in table.data_columns:
                 if column.name in row:
                     values[column.name] = column.check(row[column.name])
-                elif column.default is not MISSING:
-                    values[column.name] = column.default
-                elif column.nullable:
-                    values[column.name] = None
-                else:
-                    raise InvalidValue(f"column {column.name} is required")
+                else:  # an update keeps the stored value; an insert takes this one
+                    omitted.append(column.name)
+                    values[column.name] = None if column.default is MISSING else column.default
         except InvalidValue as error:
             raise Reject("invalid_value", str(error)) from None
+        if omitted:
+            values[sql.OMITTED] = omitted
     return Change(raw, table, str(key_value), delete, values, clock, clamped)
 
 
@@ -196,9 +207,11 @@ def apply(
         db.run(sql.lock_rows(doomed), **keys)
     _refuse_foreign_parents(db, registry, upserts, user, outcome)
     for table in registry.tables:  # parents first, so children find them
-        group = upserts.get(table.name)
-        if group:
-            _run_group(db, (sql.upsert(table),), group, outcome, careful, {})
+        group = upserts.get(table.name, [])
+        for partial in (False, True):  # full rows, then rows that omit columns
+            rows = [c for c in group if c.partial == partial]
+            if rows:
+                _run_group(db, (sql.upsert(table, partial),), rows, outcome, careful, {})
     for table in reversed(registry.tables):  # children first, so parents are free to go
         group = deletes.get(table.name)
         if group:

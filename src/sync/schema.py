@@ -174,6 +174,8 @@ class Table:
     # The columns a row's values fill: all but the key, the owner and the clock, which
     # the push sets itself.
     data_columns: tuple[Column, ...] = field(init=False, repr=False, compare=False)
+    # Data columns a new row cannot do without (NOT NULL, no default).
+    required: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "by_name", {c.name: c for c in self.columns})
@@ -181,6 +183,11 @@ class Table:
         special = (self.primary_key, self.owner, "updated_at")
         object.__setattr__(
             self, "data_columns", tuple(c for c in self.columns if c.name not in special)
+        )
+        object.__setattr__(
+            self,
+            "required",
+            tuple(c.name for c in self.data_columns if not c.nullable and c.default is MISSING),
         )
         for name in (self.name, *self.by_name):
             if not IDENTIFIER.match(name):

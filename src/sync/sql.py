@@ -93,25 +93,54 @@ def foreign_parents(refs: tuple[tuple[Table, str, Table], ...]) -> str:
     return " UNION ALL ".join(selects)
 
 
+OMITTED = "sync omitted"  # not a registry identifier (it has a space), so never a column
+
+
 @cache
-def upsert(table: Table) -> str:
+def upsert(table: Table, partial: bool = False) -> str:
     """Insert-or-update with last-write-wins and ownership in the statement itself.
-    A newer tombstone of the owner also wins over an older insert. Parameter :rows."""
+    A newer tombstone of the owner also wins over an older insert. Parameter :rows.
+
+    `partial`: the rows carry the names of the columns they omit; an update keeps the
+    caller's stored values there (an insert takes the row's defaults). Full rows, the
+    common case, skip the join this needs."""
     name, pk, owner = q(table.name), q(table.primary_key), q(table.owner)
     cols = ", ".join(q(c.name) for c in table.columns)
-    picked = ", ".join(f"r.{q(c.name)}" for c in table.columns)
     updates = ", ".join(
         f"{q(c.name)} = excluded.{q(c.name)}"
         for c in table.columns
         if c.name not in (table.primary_key, table.owner)
     )
+    recordset = _recordset(table.columns)
+    # An owner's newer tombstone wins over an older insert.
+    conditions = [
+        "NOT EXISTS (SELECT 1 FROM sync_tombstones t "
+        f"WHERE t.table_name = {literal(table.name)} AND t.pk = r.{pk}::text "
+        f"AND t.user_id = r.{owner} AND t.updated_at >= r.updated_at)"
+    ]
+    if partial:
+        data = {c.name for c in table.data_columns}
+        picked = ", ".join(
+            f"CASE WHEN o.{pk} IS NOT NULL AND {literal(c.name)} = ANY(r.{q(OMITTED)}) "
+            f"THEN o.{q(c.name)} ELSE r.{q(c.name)} END"
+            if c.name in data
+            else f"r.{q(c.name)}"
+            for c in table.columns
+        )
+        recordset += f", {q(OMITTED)} text[]"
+        stored = f"LEFT JOIN {name} o ON o.{pk} = r.{pk} AND o.{owner} = r.{owner} "
+        if table.required:  # a new row cannot go without these: left to the settling
+            needed = ", ".join(literal(c) for c in table.required)
+            conditions.append(
+                f"(o.{pk} IS NOT NULL OR NOT r.{q(OMITTED)} && ARRAY[{needed}]::text[])"
+            )
+    else:
+        picked = ", ".join(f"r.{q(c.name)}" for c in table.columns)
+        stored = ""
     return (
         f"INSERT INTO {name} AS s ({cols}) "
-        f"SELECT {picked} FROM jsonb_to_recordset(CAST(:rows AS jsonb)) "
-        f"AS r({_recordset(table.columns)}) "
-        "WHERE NOT EXISTS (SELECT 1 FROM sync_tombstones t "
-        f"WHERE t.table_name = {literal(table.name)} AND t.pk = r.{pk}::text "
-        f"AND t.user_id = r.{owner} AND t.updated_at >= r.updated_at) "
+        f"SELECT {picked} FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r({recordset}) "
+        f"{stored}WHERE {' AND '.join(conditions)} "
         f"ORDER BY r.{pk} "
         f"ON CONFLICT ({pk}) DO UPDATE SET {updates} "
         f"WHERE s.{owner} = excluded.{owner} AND s.updated_at < excluded.updated_at "

@@ -111,6 +111,9 @@ async def main():
                                 "title": "on Pyodide",
                                 "done": False,
                                 "tags": ["a"],
+                                "project_id": None,
+                                "due_at": None,
+                                "position": 1.5,
                                 "updated_at": "2026-11-24T10:00:00Z",
                             },
                         }
