@@ -252,3 +252,20 @@ def test_pulled_timestamps_carry_a_zone(api, sql):
     assert entry["row"]["due_at"] == "2026-11-25T06:00:00.000000Z"
     parsed = datetime.fromisoformat(entry["row"]["updated_at"])
     assert parsed.tzinfo is not None and parsed.astimezone(UTC).microsecond == 123456
+
+
+def test_forged_page_positions_are_400_not_500(api):
+    import base64
+    import json
+
+    user = user_id()
+    for after in (["0", "todos", "x"], ["-1", "a", "b"], [str(2**64), "a", "b"], ["1", 2, "b"]):
+        raw = json.dumps({"s": "5:9:", "u": "5:9:", "a": after}).encode()
+        forged = "c1." + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        reply = api.sync(user, [], forged)
+        assert reply.status == 400, (after, reply.body)
+        assert reply.body["error"]["code"] == "bad_request"
+    # A well-formed position of this shape is accepted.
+    raw = json.dumps({"s": "5:9:", "u": "5:9:", "a": ["1", "projects", "k"]}).encode()
+    good = "c1." + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    assert api.sync(user, [], good).status == 200

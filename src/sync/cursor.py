@@ -75,7 +75,8 @@ class Cursor:
                 after = tuple(data["a"])
                 if len(after) != 3 or not all(isinstance(p, str) for p in after):
                     raise ValueError("bad position")
-                if not after[0].isdigit():
+                # A position is a real row's transaction id: at least 1, a 63-bit number.
+                if not after[0].isdigit() or not 1 <= int(after[0]) < 2**63:
                     raise ValueError("bad position")
             return cls(seen, upto, after)  # type: ignore[arg-type]
         except (ValueError, KeyError, TypeError, AttributeError):
