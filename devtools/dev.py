@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
 import sys
-import threading
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from devtools.pgcluster import Cluster  # noqa: E402
-from serve import make_app, serve  # noqa: E402
+from serve import run  # noqa: E402
 from sync.migrate import migrate, verify  # noqa: E402
 
 
@@ -54,34 +51,15 @@ def main() -> int:
         if verify(env["DATABASE_URL"], say=lambda line: print(f"check: {line}", flush=True)):
             return 1
         env.setdefault("STATIC_DIR", str(ROOT / "client" / "dist"))
-        host, port = env.get("HOST", "127.0.0.1"), int(env.get("PORT", "8787"))
-        server = serve(make_app(env), host, port, _static(env["STATIC_DIR"]))
-        stop = threading.Event()
-
-        def on_signal(signum: int, frame: Any) -> None:
-            stop.set()
-
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        notes = ["a token for curl: make token   (USER_ID=<uuid> for another user)"]
         if "SUPABASE_JWT_SECRET" not in os.environ:
-            print(f"dev JWT secret (HS256): {env['SUPABASE_JWT_SECRET']}", flush=True)
-        print("a token for curl: make token   (USER_ID=<uuid> for another user)", flush=True)
-        print(f"ready: http://{host}:{server.server_address[1]}", flush=True)
-        stop.wait()
-        print("stopping …", flush=True)
-        server.shutdown()
-        server.server_close()
+            notes.insert(0, f"dev JWT secret (HS256): {env['SUPABASE_JWT_SECRET']}")
+        run(env, tuple(notes))
     finally:
         if cluster is not None:
             cluster.stop()
     print("stopped", flush=True)
     return 0
-
-
-def _static(path: str) -> Path | None:
-    root = Path(path).resolve()
-    return root if root.is_dir() else None
 
 
 if __name__ == "__main__":

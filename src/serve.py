@@ -118,8 +118,8 @@ def serve(app: App, host: str, port: int, static_root: Path | None) -> Threading
     return server
 
 
-def main() -> None:
-    env = dict(os.environ)
+def run(env: dict[str, str], notes: tuple[str, ...] = ()) -> None:
+    """Serves until SIGINT/SIGTERM, then stops cleanly. Prints `notes`, then the URL."""
     host = env.get("HOST", "127.0.0.1")
     port = int(env.get("PORT", "8787"))
     static = env.get("STATIC_DIR")
@@ -132,12 +132,18 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    worker = threading.Thread(target=server.serve_forever, daemon=True)
-    worker.start()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    for note in notes:
+        print(note, flush=True)
     print(f"ready: http://{host}:{server.server_address[1]}", flush=True)
     stop.wait()
+    print("stopping …", flush=True)
     server.shutdown()
     server.server_close()
+
+
+def main() -> None:
+    run(dict(os.environ))
 
 
 if __name__ == "__main__":
