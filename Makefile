@@ -7,7 +7,7 @@ UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 export UV
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: dev test token migrate lint format setup clean worker-deps bundle deploy \
+.PHONY: help psql dev-reset dev test token migrate lint format setup clean worker-deps bundle deploy \
         chromium client-build test-client test-e2e test-server bench
 
 setup: .venv/.synced
@@ -20,8 +20,18 @@ setup: .venv/.synced
 dev: setup client-build  ## serve http://127.0.0.1:8787 with an embedded Postgres
 	$(PY) -m devtools.dev
 
-token: setup  ## print a dev access token (USER_ID=<uuid> optional)
-	@$(PY) -m devtools.token $(if $(USER_ID),--user-id $(USER_ID))
+token: setup  ## print a dev access token (USER_ID=<uuid>, EXPIRES_IN=<seconds> optional)
+	@$(PY) -m devtools.token $(if $(USER_ID),--user-id $(USER_ID)) $(if $(EXPIRES_IN),--expires-in $(EXPIRES_IN))
+
+psql: setup  ## psql on the dev database (make dev's, or DATABASE_URL)
+	@$(PY) -m devtools.psql
+
+dev-reset: setup  ## throw the dev database away; the next make dev migrates afresh
+	@$(PY) -m devtools.reset
+
+help:  ## list the make targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | \
+		awk -F'\t' '{ printf "  make %-14s %s\n", $$1, $$2 }'
 
 migrate: setup  ## apply migrations/ to DATABASE_URL
 	PYTHONPATH=src $(PY) -m sync.migrate

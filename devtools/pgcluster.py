@@ -107,6 +107,41 @@ class Cluster:
         if result.returncode != 0:
             raise RuntimeError(f"initdb failed:\n{result.stdout}\n{result.stderr}")
 
+    def running_pid(self) -> int | None:
+        """The pid of a postmaster serving this data directory right now, else None.
+
+        `postmaster.pid` alone proves nothing: after a crash or a kill it stays behind,
+        and its pid may since belong to an unrelated process (containers reuse pids
+        quickly), which makes Postgres refuse to start. So the process must exist *and*
+        be a postgres whose command line names this data directory."""
+        try:
+            lines = (self.data / "postmaster.pid").read_text().splitlines()
+            pid = int(lines[0])
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            return None
+        named = any(Path(os.fsdecode(arg)).name in ("postgres", "postmaster") for arg in cmdline)
+        ours = str(self.data).encode() in cmdline or os.fsencode(self.data) in cmdline
+        return pid if named and ours else None
+
+    def recover_stale(self) -> str | None:
+        """Clears what an earlier run of ours left behind, so `start()` can succeed: a
+        postmaster still serving this directory (its owner died without stopping it) is
+        stopped; a `postmaster.pid` whose process is gone is removed. Returns what was
+        done, for the caller to say; None when there was nothing to do.
+
+        Only call this when nothing of ours is using the cluster (devtools.dev holds a
+        lock on the data directory for that)."""
+        pid_file = self.data / "postmaster.pid"
+        if not pid_file.exists():
+            return None
+        pid = self.running_pid()
+        if pid is not None:
+            self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "-t", "30", "stop")
+            return f"stopped a Postgres (pid {pid}) left running by an earlier run"
+        pid_file.unlink(missing_ok=True)
+        return "removed a stale postmaster.pid left by an earlier run"
+
     def start(self) -> None:
         self.init()
         options = [
@@ -134,7 +169,11 @@ class Cluster:
         if result.returncode != 0:
             log = (self.directory / "postgres.log").read_text(errors="replace")[-2000:]
             raise RuntimeError(f"Postgres did not start:\n{result.stderr}\n{log}")
-        self._create_app_role()
+        try:
+            self._create_app_role()
+        except BaseException:
+            self.stop()  # never leave a half-started cluster running
+            raise
 
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():

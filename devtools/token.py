@@ -41,7 +41,7 @@ def make_token(secret: str, user_id: str, expires_in: int = 3600, issuer: str | 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--user-id", default=os.environ.get("USER_ID") or DEV_USER)
-    parser.add_argument("--expires-in", type=int, default=3600)
+    parser.add_argument("--expires-in", type=int, default=int(os.environ.get("EXPIRES_IN") or 3600))
     args = parser.parse_args()
     try:
         user = str(uuid.UUID(args.user_id))

@@ -136,3 +136,116 @@ def test_registry_check_finds_mismatches(sql):
         "updated_at timestamptz NOT NULL)"
     )
     assert problems(sql.con, wrong)[-1].startswith("table notes is not enabled for sync")
+
+
+def start_dev(data, port, **env_more):
+    env = {**os.environ, "DEV_DATA_DIR": str(data), "PORT": str(port), **env_more}
+    env.pop("SUPABASE_JWT_SECRET", None)
+    env.pop("DATABASE_URL", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "devtools.dev"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_ready(proc):
+    lines = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        assert line, "dev server exited early:\n" + "".join(lines)
+        lines.append(line)
+        if line.startswith("ready: "):
+            return lines
+    raise AssertionError("not ready:\n" + "".join(lines))
+
+
+def run_tool(module, data, *args, **env_more):
+    env = {**os.environ, "DEV_DATA_DIR": str(data), **env_more}
+    env.pop("DATABASE_URL", None)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_dev_prints_its_database_and_refuses_a_second_run_and_a_busy_port(tmp_path):
+    data = tmp_path / "data"
+    port = free_port()
+    proc = start_dev(data, port)
+    try:
+        lines = wait_ready(proc)
+        url_line = next(line for line in lines if line.startswith("database: "))
+        url = url_line.split()[1]
+        from sync.pg import connect_url
+
+        con = connect_url(url)  # the printed URL is the database the server uses
+        assert con.run("SELECT count(*) FROM todos") == [[0]]
+        con.close()
+
+        # A second make dev on the same data: one line, exit 1, the first one unharmed.
+        second = run_tool("devtools.dev", data, PORT=str(free_port()))
+        assert second.returncode == 1
+        assert second.stderr.count("\n") == 1 and "another `make dev`" in second.stderr
+        assert "Traceback" not in second.stdout + second.stderr
+
+        # A busy port, found before any Postgres starts or migration runs.
+        other = tmp_path / "other"
+        busy = run_tool("devtools.dev", other, PORT=str(port))
+        assert busy.returncode == 1
+        assert "cannot serve on 127.0.0.1" in busy.stderr and "PORT=" in busy.stderr
+        assert "migrate:" not in busy.stdout and not (other / "postgres").exists()
+
+        # make psql reaches the running server's database.
+        psql = run_tool("devtools.psql", data, "-tAc", "SELECT count(*) FROM sync_migrations")
+        assert psql.returncode == 0, psql.stderr
+        assert int(psql.stdout.strip()) >= 2
+
+        # make dev-reset refuses while make dev runs.
+        reset = run_tool("devtools.reset", data)
+        assert reset.returncode == 1 and "stop it first" in reset.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    assert proc.returncode == 0
+
+    # After it stops: dev-reset throws the database away and keeps the JWT secret.
+    reset = run_tool("devtools.reset", data)
+    assert reset.returncode == 0, reset.stderr
+    assert not (data / "postgres").exists() and (data / "jwt-secret").exists()
+
+
+def test_dev_recovers_from_a_cluster_an_earlier_run_left_behind(tmp_path):
+    from devtools.dev import dev_cluster
+
+    data = tmp_path / "data"
+    orphan = dev_cluster(data)
+    orphan.start()  # as a `make dev` killed with SIGKILL leaves it: running, nobody owns it
+    pid = orphan.running_pid()
+    assert pid is not None
+    proc = start_dev(data, free_port())
+    try:
+        lines = wait_ready(proc)
+        assert any(f"stopped a Postgres (pid {pid})" in line for line in lines), lines
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, rest
+    assert not (data / "postgres" / "pgdata" / "postmaster.pid").exists()
+
+    # A postmaster.pid whose pid now belongs to another process (pids are reused) is no
+    # reason to refuse: Postgres itself would refuse to start over it.
+    lines = [str(os.getpid()), str(orphan.data), "0", str(orphan.port)]
+    (orphan.data / "postmaster.pid").write_text("\n".join(lines) + "\n")
+    assert orphan.running_pid() is None
+    assert "stale postmaster.pid" in orphan.recover_stale()
+    orphan.start()
+    orphan.stop()
