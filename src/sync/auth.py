@@ -7,8 +7,12 @@ costs one signature check per token, not one per request.
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
 import contextlib
-import json
+import hashlib
+import math
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -16,15 +20,20 @@ from typing import Any
 
 import jwt
 
-from sync import keys
+from sync import jsontext, keys
 from sync.http import ApiError
 from sync.schema import UUID
 from sync.settings import Settings
 
 FetchJson = Callable[[str], Awaitable[Any]]
-TOKEN = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
+TOKEN = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 MAX_TOKEN = 16_384
+MAX_TOKEN_DEPTH = 32  # user_metadata is the app's; deeper is no Supabase token
 REFETCH_FLOOR = 30.0  # seconds between JWKS fetches caused by unknown key ids
+JWKS_TIMEOUT = 5.0  # seconds one JWKS fetch may take; waiters share it
+MAX_JWKS_KEYS = 64
+# Remembered tokens are keyed by their SHA-256, so an entry costs ~200 bytes whatever the
+# token's size: 10 000 of them stay around 2 MB.
 REMEMBERED = 10_000
 
 
@@ -48,7 +57,8 @@ class Authenticator:
         self.jwks: dict[str, keys.PublicKey] = {}
         self.jwks_fetched_at: float | None = None
         self.jwks_tried_at = -1e18
-        self.remembered: dict[str, tuple[str, float]] = {}
+        self.remembered: dict[bytes, tuple[str, float]] = {}
+        self.refreshing_since: float | None = None  # a JWKS fetch is under way
 
     async def user_id(self, authorization: str | None) -> str:
         """The caller's user id (the token's `sub`), or a 401."""
@@ -58,15 +68,16 @@ class Authenticator:
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise unauthorized("Authorization must be 'Bearer <access token>'")
-        if len(token) > MAX_TOKEN or not TOKEN.match(token):
+        if len(token) > MAX_TOKEN or not TOKEN.fullmatch(token):
             raise unauthorized("the access token is not a JWT")
         now = self.clock()
-        hit = self.remembered.get(token)
+        digest = hashlib.sha256(token.encode("ascii")).digest()
+        hit = self.remembered.get(digest)
         if hit is not None and now <= hit[1] + self.settings.jwt_leeway:
             return hit[0]
         claims = await self._verify(token)
         user, expires = self._check_claims(claims, now)
-        self.remembered[token] = (user, expires)
+        self.remembered[digest] = (user, expires)
         # Oldest first out. The local host calls this from several threads: a key another
         # thread already evicted is fine to miss.
         while len(self.remembered) > REMEMBERED:
@@ -75,9 +86,19 @@ class Authenticator:
         return user
 
     async def _verify(self, token: str) -> dict[str, Any]:
+        # pyjwt parses the header and payload with json.loads: bound their nesting first
+        # (a deep document overflows Pyodide's stack, which kills the isolate).
+        header_part, payload_part, _ = token.split(".")
+        for part in (header_part, payload_part):
+            try:
+                raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+            except (binascii.Error, ValueError):
+                raise unauthorized("the access token is not a JWT") from None
+            if not jsontext.depth_within(raw, MAX_TOKEN_DEPTH):
+                raise unauthorized("the access token is nested too deeply")
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
+        except (jwt.PyJWTError, ValueError):
             raise unauthorized("the access token's header is unreadable") from None
         alg = header.get("alg")
         if alg == "HS256" and self.settings.jwt_secret:
@@ -88,7 +109,7 @@ class Authenticator:
             raise unauthorized(f"tokens signed with {alg!r} are not accepted here")
         try:
             payload = self.jws.decode(token, key=key, algorithms=[alg])
-            claims = json.loads(payload)
+            claims = jsontext.loads(payload, MAX_TOKEN_DEPTH)
         except (jwt.PyJWTError, ValueError):
             raise unauthorized("the access token's signature does not verify") from None
         if not isinstance(claims, dict):
@@ -104,7 +125,13 @@ class Authenticator:
                 return None
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise unauthorized(f"the token's {name} claim is not a number")
-            return float(value)
+            try:
+                number = float(value)
+            except OverflowError:
+                number = math.inf
+            if not math.isfinite(number):  # 1e400 parses as inf; 10**400 overflows
+                raise unauthorized(f"the token's {name} claim is not a finite time")
+            return number
 
         expires = number("exp")
         if expires is None:
@@ -124,7 +151,7 @@ class Authenticator:
         if self.settings.jwt_issuer and claims.get("iss") != self.settings.jwt_issuer:
             raise unauthorized("the access token comes from another issuer")
         sub = claims.get("sub")
-        if not isinstance(sub, str) or not UUID.match(sub):
+        if not isinstance(sub, str) or not UUID.fullmatch(sub):
             raise unauthorized("the access token names no user (sub must be a user id)")
         return sub.lower(), expires
 
@@ -149,18 +176,41 @@ class Authenticator:
         return fitting[0] if len(fitting) == 1 else None
 
     async def _refresh(self, now: float) -> None:
+        """Fetches the JWKS, at most JWKS_TIMEOUT long. Requests that need it meanwhile
+        wait for that one fetch instead of starting their own (polling, because the local
+        host runs each request in its own event loop)."""
+        if self.refreshing_since is not None and now - self.refreshing_since < JWKS_TIMEOUT:
+            for _ in range(int(JWKS_TIMEOUT / 0.02) + 1):
+                await asyncio.sleep(0.02)
+                if self.refreshing_since is None:
+                    break
+            if not self.jwks:
+                raise ApiError(503, "unavailable", "could not fetch the signing keys")
+            return
+        self.refreshing_since = now
+        try:
+            await self._fetch_keys(now)
+        finally:
+            self.refreshing_since = None
+
+    async def _fetch_keys(self, now: float) -> None:
         self.jwks_tried_at = now
         url = self.settings.jwks_url
         if self.fetch_json is None or url is None:
             raise ApiError(503, "unavailable", "this host cannot fetch the signing keys")
         try:
-            document = await self.fetch_json(url)
-        except Exception:
+            document = await asyncio.wait_for(self.fetch_json(url), JWKS_TIMEOUT)
+            if isinstance(document, str | bytes):
+                document = jsontext.loads(document, 8)
+            listed = document.get("keys") if isinstance(document, dict) else None
+            if not isinstance(listed, list):
+                raise ValueError("the JWKS document has no list of keys")
+        except Exception:  # unreachable, slow, or not a JWKS: the same to the caller
             if self.jwks:
                 return  # keep serving with the keys we have; try again after the floor
             raise ApiError(503, "unavailable", "could not fetch the signing keys") from None
         found: dict[str, keys.PublicKey] = {}
-        for index, jwk in enumerate((document or {}).get("keys") or []):
+        for index, jwk in enumerate(listed[:MAX_JWKS_KEYS]):
             if not isinstance(jwk, dict) or jwk.get("use", "sig") != "sig":
                 continue
             try:

@@ -11,29 +11,48 @@ committed between pages are not visible in `upto` and come in the next round.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import re
 from dataclasses import dataclass
 
+from sync import jsontext
 from sync.http import ApiError
+from sync.schema import IDENTIFIER
 
-SNAPSHOT = re.compile(r"^(\d{1,20}):(\d{1,20}):((?:\d{1,20})(?:,\d{1,20})*)?$")
+# ASCII digits only (`\d` also takes Arabic-Indic and fullwidth digits), matched whole.
+SNAPSHOT = re.compile(r"([0-9]{1,19}):([0-9]{1,19}):((?:[0-9]{1,19})(?:,[0-9]{1,19})*)?")
+XID = re.compile(r"[1-9][0-9]{0,18}")
+MAX_KEY = 1000  # characters of a page position's key
 MAX_XIP = 100_000
 # Nothing is visible in this snapshot: a first sync takes everything.
 NOTHING = "1:1:"
 
 
 def check_snapshot(text: str) -> str:
-    match = SNAPSHOT.match(text)
+    if not isinstance(text, str):
+        raise ValueError("bad snapshot")
+    match = SNAPSHOT.fullmatch(text)
     if not match:
         raise ValueError("bad snapshot")
     xmin, xmax = int(match[1]), int(match[2])
     xip = [int(x) for x in match[3].split(",")] if match[3] else []
     if not 1 <= xmin <= xmax < 2**63 or len(xip) > MAX_XIP:
         raise ValueError("bad snapshot bounds")
+    # Postgres refuses a bound whose 32-bit transaction id part is 0 (invalid).
+    if not (xmin & 0xFFFFFFFF and xmax & 0xFFFFFFFF):
+        raise ValueError("bad snapshot bounds")
     if any(not xmin <= x < xmax for x in xip) or xip != sorted(set(xip)):
         raise ValueError("bad snapshot list")
     return text
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -66,7 +85,9 @@ class Cursor:
             if not text.startswith("c1.") or len(text) > 2_000_000:
                 raise ValueError("not a cursor")
             body = text[3:]
-            data = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+            data = jsontext.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)), 4)
+            if not isinstance(data, dict):
+                raise ValueError("not a cursor")
             seen = check_snapshot(data["s"])
             upto = data.get("u")
             after = None
@@ -75,11 +96,15 @@ class Cursor:
                 after = tuple(data["a"])
                 if len(after) != 3 or not all(isinstance(p, str) for p in after):
                     raise ValueError("bad position")
-                # A position is a real row's transaction id: at least 1, a 63-bit number.
-                if not after[0].isdigit() or not 1 <= int(after[0]) < 2**63:
+                xid, table, key = after
+                # A position is a real row's: a 63-bit transaction id, a table name the
+                # registry could hold, and a key Postgres can store as text.
+                if not XID.fullmatch(xid) or not IDENTIFIER.fullmatch(table):
+                    raise ValueError("bad position")
+                if len(key) > MAX_KEY or "\x00" in key or not _encodable(key):
                     raise ValueError("bad position")
             return cls(seen, upto, after)  # type: ignore[arg-type]
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
             raise ApiError(
                 400,
                 "bad_request",

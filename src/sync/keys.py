@@ -21,6 +21,7 @@ from jwt.exceptions import InvalidKeyError
 
 MIN_RSA_BITS = 2048
 MAX_RSA_BITS = 16384  # bounds the cost of one pow() an untrusted JWKS could impose
+MAX_RSA_EXPONENT_BITS = 32  # 65537 is the norm; anything near n is a CPU bomb
 
 # DER of DigestInfo{id-sha256, NULL} minus the digest itself (RFC 8017, 9.2 note 1).
 _SHA256_DIGEST_INFO = bytes.fromhex("3031300d060960864801650304020105000420")
@@ -53,6 +54,9 @@ class RSAPublicKey:
             raise ValueError("RSA modulus must be odd")
         if not 1 < self.e < self.n or self.e % 2 == 0:
             raise ValueError("RSA exponent must be odd, greater than 1 and less than n")
+        # Verification is pow(sig, e, n) in pure Python: a huge exponent is a CPU bomb.
+        if self.e.bit_length() > MAX_RSA_EXPONENT_BITS:
+            raise ValueError(f"RSA exponent must fit in {MAX_RSA_EXPONENT_BITS} bits")
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,9 @@ def public_key_from_jwk(jwk: dict) -> PublicKey:
         raise ValueError("JWK contains private key material")
     if jwk.get("use", "sig") != "sig":
         raise ValueError(f"JWK use must be 'sig', got {jwk.get('use')!r}")
+    ops = jwk.get("key_ops")
+    if ops is not None and (not isinstance(ops, list) or "verify" not in ops):
+        raise ValueError("JWK key_ops does not allow verify")
     kty = jwk.get("kty")
     if kty == "RSA":
         expected_alg = "RS256"

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
+from sync import jsontext
 from sync.http import ApiError
 
 OPS = ("insert", "update", "delete")
@@ -33,18 +33,10 @@ def bad_request(message: str) -> ApiError:
     return ApiError(400, "bad_request", message)
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def parse_json(body: bytes) -> Any:
     try:
-        return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
-    except UnicodeDecodeError:
-        raise bad_request("body is not UTF-8") from None
-    except RecursionError:
-        raise bad_request("body is nested too deeply") from None
-    except ValueError as error:
+        return jsontext.loads(body)
+    except jsontext.JsonTextError as error:
         raise bad_request(f"body is not valid JSON: {error}") from None
 
 

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+# Always used with fullmatch: `$` would also match before a final newline.
+IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MISSING: Any = object()
 MAX_JSON_DEPTH = 64
@@ -52,12 +53,24 @@ def format_timestamp(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
+def storable(text: str) -> bool:
+    """Postgres text holds neither NUL nor a lone UTF-16 surrogate (JavaScript sends one
+    when it cuts a string in the middle of an emoji; JSON's \\ud83d escape decodes to it)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check_json(value: Any, depth: int = 0) -> None:
     if depth > MAX_JSON_DEPTH:
         raise InvalidValue("JSON value nested too deeply")
     if isinstance(value, str):
-        if "\x00" in value:
-            raise InvalidValue("JSON strings cannot hold the NUL character")
+        if not storable(value):
+            raise InvalidValue("JSON strings cannot hold NUL or a lone surrogate")
     elif isinstance(value, float):
         if not math.isfinite(value):
             raise InvalidValue("JSON numbers must be finite")
@@ -86,13 +99,13 @@ def _integer(bits: int):
 def _text(value: Any) -> str:
     if not isinstance(value, str):
         raise InvalidValue("expected a string")
-    if "\x00" in value:
-        raise InvalidValue("text cannot hold the NUL character")
+    if not storable(value):
+        raise InvalidValue("text cannot hold NUL or a lone surrogate (a cut UTF-16 pair)")
     return value
 
 
 def _uuid(value: Any) -> str:
-    if not isinstance(value, str) or not UUID.match(value):
+    if not isinstance(value, str) or not UUID.fullmatch(value):
         raise InvalidValue("expected a UUID string")
     return value.lower()
 
@@ -190,7 +203,7 @@ class Table:
             tuple(c.name for c in self.data_columns if not c.nullable and c.default is MISSING),
         )
         for name in (self.name, *self.by_name):
-            if not IDENTIFIER.match(name):
+            if not IDENTIFIER.fullmatch(name):
                 raise ValueError(f"{name!r} is not a plain lower-case SQL identifier")
         if len(self.by_name) != len(self.columns):
             raise ValueError(f"table {self.name}: duplicate column")
