@@ -161,7 +161,7 @@ def test_internal_error_is_500_without_details(database_url):
     from conftest import Api, build_app
 
     app = build_app(database_url)
-    app.registry = None  # a bug: the registry lookup fails inside the request
+    app.schema = None  # a bug: the registry lookup fails inside the request
     reply = Api(app, "package").sync(user_id(), [change("todos", "insert", todo(new_id(), "a", 0))])
     assert_error(reply, 500, "internal")
     assert "secret" not in json.dumps(reply.body)

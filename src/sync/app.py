@@ -20,8 +20,8 @@ from typing import Any
 from sync import pull as pulling
 from sync import push as pushing
 from sync import sql
-from sync.app_schema import REGISTRY
 from sync.auth import Authenticator, FetchJson
+from sync.catalog import Loaded, Source, describe
 from sync.cursor import Cursor
 from sync.db import Connection, Db, DbError
 from sync.http import ApiError, Request, Response, cors_headers, error_response, json_response
@@ -29,7 +29,7 @@ from sync.protocol import RawChange, parse_sync_request
 from sync.schema import Registry, Table
 from sync.settings import Settings
 
-ROUTES = {"/api/sync": ("POST",), "/api/health": ("GET", "HEAD")}
+ROUTES = {"/api/sync": ("POST",), "/api/health": ("GET", "HEAD"), "/api/schema": ("GET",)}
 
 
 def log_line(record: dict[str, Any]) -> None:
@@ -69,13 +69,15 @@ class App:
         settings: Settings,
         connect: Callable[[], Connection],
         fetch_json: FetchJson | None = None,
-        registry: Registry = REGISTRY,
+        registry: Registry | None = None,
         log: Callable[[dict[str, Any]], None] = log_line,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.settings = settings
         self.connect = connect
-        self.registry = registry
+        # The registry: read from the database catalog (sync.catalog), unless a test or
+        # tool gives one in code.
+        self.schema = Source(registry)
         self.auth = Authenticator(settings, fetch_json)
         self.log = log
         self.now = now
@@ -125,7 +127,31 @@ class App:
             )
         if request.path == "/api/health":
             return self._health()
+        if request.path == "/api/schema":
+            return await self._schema(request, trace)
         return await self._sync(request, trace)
+
+    def _check_schema_hash(self, sent: str | None, loaded: Loaded) -> None:
+        """A client built for another schema changes nothing: its changes could only be
+        refused column by column, and its pulls misread. `loaded` is current: its stamp
+        was read in this request's transaction."""
+        if sent is not None and sent != loaded.hash:
+            raise ApiError(
+                409,
+                "schema_mismatch",
+                f"the client was built for schema {sent[:64]}, the server has {loaded.hash}: "
+                "regenerate the client's schema (GET /api/schema); nothing was applied",
+            )
+
+    async def _schema(self, request: Request, trace: Trace) -> Response:
+        trace.fields["user_id"] = await self.auth.user_id(request.headers.get("authorization"))
+        try:
+            loaded = self.schema.fresh(self.connect)
+        except DbError as error:
+            if not error.transient:
+                raise
+            raise ApiError(503, "unavailable", "the database is unavailable; retry later") from None
+        return json_response(200, {"schemaHash": loaded.hash, "tables": describe(loaded.registry)})
 
     def _health(self) -> Response:
         try:
@@ -155,9 +181,15 @@ class App:
         trace.phase("auth")
         batch = parse_sync_request(request.body, settings.max_changes)
         cursor = Cursor.decode(batch.last_sync_at)
-        plan = pushing.plan(batch.changes, self.registry, user, self.now(), settings)
-        trace.phase("validate")
-        result = await self._with_retries(plan, user, cursor, trace)
+
+        def plan_for(loaded: Loaded) -> pushing.Plan:
+            """The batch checked against the registry the transaction found current."""
+            self._check_schema_hash(batch.schema_hash, loaded)
+            plan = pushing.plan(batch.changes, loaded.registry, user, self.now(), settings)
+            trace.phase("validate")
+            return plan
+
+        result = await self._with_retries(plan_for, user, cursor, trace)
         body = result.body
         trace.fields.update(
             changes=len(batch.changes),
@@ -171,7 +203,11 @@ class App:
         return json_response(200, body)
 
     async def _with_retries(
-        self, plan: pushing.Plan, user: str, cursor: Cursor, trace: Trace
+        self,
+        plan_for: Callable[[Loaded], pushing.Plan],
+        user: str,
+        cursor: Cursor,
+        trace: Trace,
     ) -> SyncResult:
         """Runs the transaction; a transient failure (lost connection, serialization
         failure, deadlock) reruns it whole, which is safe: a re-run is a re-send, and
@@ -184,7 +220,7 @@ class App:
             try:
                 db = Db(self.connect)
                 trace.phase("connect")
-                body = self._transaction(db, plan, user, cursor, careful, trace)
+                body = self._transaction(db, plan_for, user, cursor, careful, trace)
                 return SyncResult(body, db.statements, attempt)
             except pushing.NeedCareful:
                 careful = True
@@ -205,12 +241,22 @@ class App:
                     db.close()
 
     def _transaction(
-        self, db: Db, plan: pushing.Plan, user: str, cursor: Cursor, careful: bool, trace: Trace
+        self,
+        db: Db,
+        plan_for: Callable[[Loaded], pushing.Plan],
+        user: str,
+        cursor: Cursor,
+        careful: bool,
+        trace: Trace,
     ) -> dict[str, Any]:
         """The sandwich: one transaction around push and pull. Everything is read inside
         it, so Hyperdrive's query cache never answers a sync."""
-        db.run(sql.BEGIN)
-        outcome = pushing.apply(db, self.registry, plan.winners, user, careful)
+        # BEGIN, and the registry's stamp in the same round trip; the catalog is read in
+        # this transaction only when the stamp moved (sync.catalog).
+        loaded = self.schema.begin(db)
+        plan = plan_for(loaded)
+        registry = loaded.registry
+        outcome = pushing.apply(db, registry, plan.winners, user, careful)
         trace.phase("push")
 
         # Settle every change that was not applied exactly as sent: read what the server
@@ -222,7 +268,7 @@ class App:
             if outcome.get(id(c)) != pushing.APPLIED or not c.as_sent
         }
         to_read |= {(r.table.name, r.key) for r in plan.rejected if r.table and r.key}
-        stored = pulling.read_keys(db, self.registry, user, to_read) if to_read else None
+        stored = pulling.read_keys(db, registry, user, to_read) if to_read else None
         for change in plan.winners:
             if id(change) not in outcome:
                 owner = stored.owners.get((change.table.name, change.key)) if stored else None
@@ -264,7 +310,7 @@ class App:
                     forced, stored if visible else None, refused.table, refused.key, refused.clock
                 )
 
-        page = pulling.pull(db, self.registry, user, cursor, self.settings.pull_page_size)
+        page = pulling.pull(db, registry, user, cursor, self.settings.pull_page_size)
         trace.phase("pull")
         db.run(sql.COMMIT)
         trace.phase("commit")
@@ -273,7 +319,7 @@ class App:
             "success": True,
             "acceptedIds": accepted,
             "rejected": rejected,
-            "pulledChanges": pulling.ordered(self.registry, forced),
+            "pulledChanges": pulling.ordered(registry, forced),
             "newServerTimestamp": page.cursor.encode(),
             "hasMore": page.has_more,
         }

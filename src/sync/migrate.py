@@ -49,6 +49,9 @@ def migrate(url: str, directory: Path = MIGRATIONS, say=print) -> list[str]:
                     n=path.name,
                     c=checksum,
                 )
+                # Servers notice the change at their next sync (sync.catalog).
+                if con.run("SELECT to_regproc('sync_schema_changed') IS NOT NULL")[0][0]:
+                    con.run("SELECT sync_schema_changed()")
                 con.run("COMMIT")
             except BaseException:
                 con.run("ROLLBACK")

@@ -27,6 +27,7 @@ class RawChange:
 class SyncRequest:
     last_sync_at: str | None
     changes: list[RawChange]
+    schema_hash: str | None = None  # the schema the client was built for (GET /api/schema)
 
 
 def bad_request(message: str) -> ApiError:
@@ -47,6 +48,11 @@ def parse_sync_request(body: bytes, max_changes: int) -> SyncRequest:
     last = data.get("lastSyncAt")
     if last is not None and (not isinstance(last, str) or not last):
         raise bad_request("lastSyncAt must be null or a cursor string from an earlier response")
+    schema_hash = data.get("schemaHash")
+    if schema_hash is not None and (
+        not isinstance(schema_hash, str) or not 0 < len(schema_hash) <= MAX_ID_LENGTH
+    ):
+        raise bad_request(f"schemaHash must be null or a string of 1 to {MAX_ID_LENGTH} characters")
     changes = data.get("changes")
     if not isinstance(changes, list):
         raise bad_request("changes must be an array (it may be empty)")
@@ -80,4 +86,4 @@ def parse_sync_request(body: bytes, max_changes: int) -> SyncRequest:
         if not isinstance(row, dict):
             raise bad_request(f"{where}.row must be an object")
         parsed.append(RawChange(change_id, table, op, row, position))
-    return SyncRequest(last, parsed)
+    return SyncRequest(last, parsed, schema_hash)
