@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
+import re
 import sys
 import time
 import uuid
@@ -24,12 +26,25 @@ from sync.auth import Authenticator, FetchJson
 from sync.catalog import Loaded, Source, describe
 from sync.cursor import Cursor
 from sync.db import Connection, Db, DbError
-from sync.http import ApiError, Request, Response, cors_headers, error_response, json_response
+from sync.http import (
+    ApiError,
+    Request,
+    Response,
+    cors_headers,
+    encode_json,
+    error_response,
+    json_headers,
+    json_response,
+)
+from sync.limits import InFlight, RateLimit, rate_limited
 from sync.protocol import RawChange, parse_sync_request
-from sync.schema import Registry, Table
+from sync.schema import Registry, Table, format_timestamp
 from sync.settings import Settings
 
 ROUTES = {"/api/sync": ("POST",), "/api/health": ("GET", "HEAD"), "/api/schema": ("GET",)}
+CONTENT_LENGTH = re.compile(r"[0-9]{1,19}")
+UNAVAILABLE = "the database is unavailable; retry later"
+RETRY_AFTER = {"retry-after": "2"}  # seconds a client is asked to wait after a 503
 
 
 def log_line(record: dict[str, Any]) -> None:
@@ -58,9 +73,19 @@ class Trace:
 
 @dataclass
 class SyncResult:
-    body: dict[str, Any]
+    body: bytes  # encoded before COMMIT: nothing may fail after it
+    counts: dict[str, Any]
     statements: int
     attempts: int
+
+
+def unavailable(message: str = UNAVAILABLE) -> ApiError:
+    return ApiError(503, "unavailable", message, dict(RETRY_AFTER))
+
+
+def _describe(error: DbError) -> str:
+    """For the log: what the database refused, by SQLSTATE (never a password or row)."""
+    return f"{error.sqlstate}: {error.message[:200]}"
 
 
 class App:
@@ -72,9 +97,12 @@ class App:
         registry: Registry | None = None,
         log: Callable[[dict[str, Any]], None] = log_line,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        rate_limit: RateLimit | None = None,
     ) -> None:
         self.settings = settings
         self.connect = connect
+        self.rate_limit = rate_limit  # a limit across isolates (Workers' binding), if any
+        self.inflight = InFlight(settings.max_inflight_per_user, settings.max_inflight)
         # The registry: read from the database catalog (sync.catalog), unless a test or
         # tool gives one in code.
         self.schema = Source(registry)
@@ -126,7 +154,7 @@ class App:
                 {"allow": ", ".join((*methods, "OPTIONS"))},
             )
         if request.path == "/api/health":
-            return self._health()
+            return self._health(trace)
         if request.path == "/api/schema":
             return await self._schema(request, trace)
         return await self._sync(request, trace)
@@ -153,15 +181,18 @@ class App:
             raise ApiError(503, "unavailable", "the database is unavailable; retry later") from None
         return json_response(200, {"schemaHash": loaded.hash, "tables": describe(loaded.registry)})
 
-    def _health(self) -> Response:
+    def _health(self, trace: Trace) -> Response:
         try:
             db = Db(self.connect)
             try:
                 db.run(sql.HEALTH)
             finally:
                 db.close()
-        except DbError:
-            return json_response(503, {"ok": False, "db": "unreachable"})
+        except DbError as error:
+            if error.misconfigured:
+                trace.fields["misconfigured"] = _describe(error)
+            state = "misconfigured" if error.misconfigured else "unreachable"
+            return json_response(503, {"ok": False, "db": state}, dict(RETRY_AFTER))
         return json_response(200, {"ok": True, "db": "ok"})
 
     async def _sync(self, request: Request, trace: Trace) -> Response:
@@ -170,7 +201,7 @@ class App:
         if media != "application/json":
             raise ApiError(415, "unsupported_media_type", "send Content-Type: application/json")
         declared = request.headers.get("content-length", "")
-        if (declared.isdigit() and int(declared) > settings.max_body_bytes) or len(
+        if (CONTENT_LENGTH.fullmatch(declared) and int(declared) > settings.max_body_bytes) or len(
             request.body
         ) > settings.max_body_bytes:
             raise ApiError(
@@ -179,6 +210,13 @@ class App:
         user = await self.auth.user_id(request.headers.get("authorization"))
         trace.fields["user_id"] = user
         trace.phase("auth")
+        if self.rate_limit is not None and not await self.rate_limit(user):
+            raise rate_limited("too many syncs of this user; retry later", 10)
+        with self.inflight.admit(user):
+            return await self._admitted(request, user, trace)
+
+    async def _admitted(self, request: Request, user: str, trace: Trace) -> Response:
+        settings = self.settings
         batch = parse_sync_request(request.body, settings.max_changes)
         cursor = Cursor.decode(batch.last_sync_at)
 
@@ -190,17 +228,13 @@ class App:
             return plan
 
         result = await self._with_retries(plan_for, user, cursor, trace)
-        body = result.body
         trace.fields.update(
             changes=len(batch.changes),
-            accepted=len(body["acceptedIds"]),
-            rejected=len(body["rejected"]),
-            pulled=len(body["pulledChanges"]),
-            has_more=body["hasMore"],
+            **result.counts,
             statements=result.statements,
             attempts=result.attempts,
         )
-        return json_response(200, body)
+        return Response(200, json_headers(), result.body)
 
     async def _with_retries(
         self,
@@ -212,29 +246,47 @@ class App:
         """Runs the transaction; a transient failure (lost connection, serialization
         failure, deadlock) reruns it whole, which is safe: a re-run is a re-send, and
         re-sends are idempotent. A constraint failure reruns it in careful mode."""
+        settings = self.settings
+        deadline = trace.started + settings.request_timeout_ms / 1000
         careful = False
         attempt = 0
         while True:
             attempt += 1
+            left_ms = int((deadline - time.perf_counter()) * 1000)
+            if left_ms < 100:
+                trace.fields["last_error"] = "deadline"
+                raise unavailable("the request ran out of time; retry later")
             db: Db | None = None
             try:
                 db = Db(self.connect)
                 trace.phase("connect")
-                body = self._transaction(db, plan_for, user, cursor, careful, trace)
-                return SyncResult(body, db.statements, attempt)
+                body, counts = self._transaction(
+                    db, plan_for, user, cursor, careful, left_ms, trace
+                )
+                return SyncResult(body, counts, db.statements, attempt)
             except pushing.NeedCareful:
                 careful = True
                 attempt -= 1  # not a failure of the database
                 _rollback(db)
+            except pushing.TooManyFailures:
+                raise ApiError(
+                    413,
+                    "payload_too_large",
+                    "too many changes of this batch fail constraints to single them out; "
+                    "send it in smaller parts",
+                ) from None
             except DbError as error:
                 _rollback(db)
+                trace.fields["last_error"] = error.sqlstate
+                if error.misconfigured:
+                    trace.fields["misconfigured"] = _describe(error)
+                    raise ApiError(500, "internal", "the server is misconfigured") from None
+                if error.timed_out:
+                    raise unavailable("the database is busy; retry later") from None
                 if not error.transient:
                     raise
-                trace.fields["last_error"] = error.sqlstate
-                if attempt >= self.settings.max_attempts:
-                    raise ApiError(
-                        503, "unavailable", "the database is unavailable; retry later"
-                    ) from None
+                if attempt >= settings.max_attempts:
+                    raise unavailable() from None
                 await asyncio.sleep(0.05 * 2 ** (attempt - 1))
             finally:
                 if db is not None:
@@ -247,13 +299,15 @@ class App:
         user: str,
         cursor: Cursor,
         careful: bool,
+        left_ms: int,
         trace: Trace,
-    ) -> dict[str, Any]:
+    ) -> tuple[bytes, dict[str, Any]]:
         """The sandwich: one transaction around push and pull. Everything is read inside
-        it, so Hyperdrive's query cache never answers a sync."""
-        # BEGIN, and the registry's stamp in the same round trip; the catalog is read in
-        # this transaction only when the stamp moved (sync.catalog).
-        loaded = self.schema.begin(db)
+        it, so Hyperdrive's query cache never answers a sync. The answer is built and
+        encoded before COMMIT, so nothing can fail once the changes are stored."""
+        # BEGIN with the transaction's bounds, and the registry's stamp, in one round
+        # trip; the catalog is read in this transaction only when the stamp moved.
+        loaded = self.schema.begin(db, sql.bounds(self.settings, left_ms))
         plan = plan_for(loaded)
         registry = loaded.registry
         outcome = pushing.apply(db, registry, plan.winners, user, careful)
@@ -268,7 +322,14 @@ class App:
             if outcome.get(id(c)) != pushing.APPLIED or not c.as_sent
         }
         to_read |= {(r.table.name, r.key) for r in plan.rejected if r.table and r.key}
-        stored = pulling.read_keys(db, registry, user, to_read) if to_read else None
+        # Rows an earlier answer owed (they did not fit its byte budget) come first.
+        owed = {slot for slot in cursor.owed if slot[0] in registry.by_name}
+        budget = self.settings.max_answer_bytes
+        stored = (
+            pulling.read_keys(db, registry, user, to_read | owed, budget)
+            if to_read or owed
+            else None
+        )
         for change in plan.winners:
             if id(change) not in outcome:
                 owner = stored.owners.get((change.table.name, change.key)) if stored else None
@@ -309,20 +370,56 @@ class App:
                 _converge(
                     forced, stored if visible else None, refused.table, refused.key, refused.clock
                 )
+        still_owed: set[pulling.Slot] = set()
+        if stored is not None:
+            still_owed = {slot for slot in stored.owed if slot not in stored.entries}
+            for slot in still_owed:
+                forced.pop(slot, None)  # its content did not fit: it goes in the cursor
+            for slot in owed - still_owed:
+                if slot in stored.entries:
+                    forced.setdefault(slot, stored.entries[slot])
+                elif stored.owners.get(slot) != user:
+                    table = registry.by_name[slot[0]]
+                    forced.setdefault(slot, pulling.delete_entry(table, slot[1], _now(self)))
 
-        page = pulling.pull(db, registry, user, cursor, self.settings.pull_page_size)
+        left = budget - (stored.size if stored else 0)
+        if left > 0 or not forced:
+            page = pulling.pull(
+                db, registry, user, cursor, self.settings.pull_page_size, left, not forced
+            )
+        else:  # the converge rows took the whole answer: the page waits for the next one
+            page = pulling.Page({}, cursor, True)
         trace.phase("pull")
+        forced.update(page.entries)  # the pull read later: its state is the newer one
+        next_cursor = dataclasses.replace(page.cursor, owed=tuple(sorted(still_owed)))
+        pulled = pulling.ordered(registry, forced)
+        has_more = page.has_more or bool(still_owed)
+        body = encode_json(
+            {
+                "success": True,
+                "acceptedIds": accepted,
+                "rejected": rejected,
+                "pulledChanges": pulled,
+                "newServerTimestamp": next_cursor.encode(),
+                "hasMore": has_more,
+            }
+        )
+        trace.phase("answer")
         db.run(sql.COMMIT)
         trace.phase("commit")
-        forced.update(page.entries)  # the pull read later: its state is the newer one
-        return {
-            "success": True,
-            "acceptedIds": accepted,
-            "rejected": rejected,
-            "pulledChanges": pulling.ordered(registry, forced),
-            "newServerTimestamp": page.cursor.encode(),
-            "hasMore": page.has_more,
+        counts = {
+            "accepted": len(accepted),
+            "rejected": len(rejected),
+            "pulled": len(pulled),
+            "owed": len(still_owed),
+            "has_more": has_more,
+            "bytes": len(body),
         }
+        return body, counts
+
+
+def _now(app: App) -> str:
+    return format_timestamp(app.now())
 
 
 def _rollback(db: Db | None) -> None:

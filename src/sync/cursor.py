@@ -18,12 +18,13 @@ from dataclasses import dataclass
 
 from sync import jsontext
 from sync.http import ApiError
-from sync.schema import IDENTIFIER
+from sync.schema import IDENTIFIER, storable
 
 # ASCII digits only (`\d` also takes Arabic-Indic and fullwidth digits), matched whole.
 SNAPSHOT = re.compile(r"([0-9]{1,19}):([0-9]{1,19}):((?:[0-9]{1,19})(?:,[0-9]{1,19})*)?")
 XID = re.compile(r"[1-9][0-9]{0,18}")
-MAX_KEY = 1000  # characters of a page position's key
+MAX_KEY = 1000  # characters of a key in a cursor (schema.MAX_KEY_LENGTH is less)
+MAX_OWED = 20_000
 MAX_XIP = 100_000
 # Nothing is visible in this snapshot: a first sync takes everything.
 NOTHING = "1:1:"
@@ -47,12 +48,17 @@ def check_snapshot(text: str) -> str:
     return text
 
 
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate
-        return False
-    return True
+def _slot(item: object) -> tuple[str, str]:
+    """A (table, key) pair a real row could have: a table name the registry could hold,
+    and a key Postgres can store as text."""
+    if not isinstance(item, list | tuple) or len(item) != 2:
+        raise ValueError("bad slot")
+    table, key = item
+    if not isinstance(table, str) or not IDENTIFIER.fullmatch(table):
+        raise ValueError("bad slot")
+    if not isinstance(key, str) or len(key) > MAX_KEY or not storable(key):
+        raise ValueError("bad slot")
+    return table, key
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,9 @@ class Cursor:
     seen: str = NOTHING
     upto: str | None = None  # set while paging
     after: tuple[str, str, str] | None = None  # (xid, table, key) of the last row sent
+    # (table, key) of the caller's rows that an earlier answer owed: they did not fit its
+    # byte budget. The next answer sends their current state first.
+    owed: tuple[tuple[str, str], ...] = ()
 
     @property
     def initial(self) -> bool:
@@ -74,6 +83,8 @@ class Cursor:
         if self.upto is not None:
             payload["u"] = self.upto
             payload["a"] = list(self.after or ())
+        if self.owed:
+            payload["o"] = [list(slot) for slot in self.owed]
         raw = json.dumps(payload, separators=(",", ":")).encode()
         return "c1." + base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
@@ -96,14 +107,13 @@ class Cursor:
                 after = tuple(data["a"])
                 if len(after) != 3 or not all(isinstance(p, str) for p in after):
                     raise ValueError("bad position")
-                xid, table, key = after
-                # A position is a real row's: a 63-bit transaction id, a table name the
-                # registry could hold, and a key Postgres can store as text.
-                if not XID.fullmatch(xid) or not IDENTIFIER.fullmatch(table):
+                if not XID.fullmatch(after[0]):
                     raise ValueError("bad position")
-                if len(key) > MAX_KEY or "\x00" in key or not _encodable(key):
-                    raise ValueError("bad position")
-            return cls(seen, upto, after)  # type: ignore[arg-type]
+                _slot(after[1:])
+            owed = tuple(_slot(item) for item in data.get("o", ()))
+            if len(owed) > MAX_OWED:
+                raise ValueError("bad owed list")
+            return cls(seen, upto, after, owed)  # type: ignore[arg-type]
         except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
             raise ApiError(
                 400,

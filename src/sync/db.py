@@ -7,8 +7,18 @@ interleave in one Workers isolate.
 from __future__ import annotations
 
 import contextlib
+import socket
+import struct
 from collections.abc import Callable
 from typing import Any, Protocol
+
+# What a lost or broken connection raises below pg8000's own errors.
+_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,  # includes socket.timeout, ConnectionError
+    EOFError,
+    struct.error,  # a message cut short
+    socket.gaierror,
+)
 
 
 class Connection(Protocol):
@@ -30,12 +40,19 @@ class DbError(Exception):
         """Worth retrying the whole transaction: lost connection, serialization failure,
         deadlock, server shutting down or out of connections."""
         state = self.sqlstate
-        return state.startswith(("08", "53", "57P")) or state in (
-            "40001",
-            "40P01",
-            "55P03",
-            "CONNECTION",
-        )
+        return state.startswith(("08", "53", "57P")) or state in ("40001", "40P01", "CONNECTION")
+
+    @property
+    def timed_out(self) -> bool:
+        """A bound ran out (lock_timeout, statement_timeout, the request's deadline):
+        answered 503 at once — retrying would only wait again."""
+        return self.sqlstate in ("55P03", "57014", "TIMEOUT")
+
+    @property
+    def misconfigured(self) -> bool:
+        """The database refuses us for good (wrong password, no such database or role,
+        missing table or permission): retrying cannot help, an operator must act."""
+        return self.sqlstate.startswith(("28", "3D", "42")) or self.sqlstate == "CONFIG"
 
     @property
     def data_problem(self) -> bool:
@@ -43,12 +60,22 @@ class DbError(Exception):
         return self.sqlstate.startswith(("22", "23"))
 
 
-def _sort(error: Exception) -> DbError:
+def _sort(error: Exception) -> DbError | None:
+    """Files an exception by what it is; None for a bug of ours (it stays a 500)."""
+    import pg8000.exceptions
+
     fields = error.args[0] if error.args and isinstance(error.args[0], dict) else None
     if fields and "C" in fields:
         return DbError(str(fields["C"]), str(fields.get("M", "")))
-    # pg8000 InterfaceError, socket and EOF errors: the connection is gone.
-    return DbError("CONNECTION", f"{type(error).__name__}: {error}")
+    if isinstance(error, UnicodeEncodeError):
+        # A parameter Postgres cannot hold (a lone surrogate): a bad value, never an
+        # outage. Validation refuses these first; this is the backstop.
+        return DbError("22021", "a value cannot be encoded as UTF-8")
+    if isinstance(error, socket.timeout | TimeoutError):
+        return DbError("TIMEOUT", "the database did not answer in time")
+    if isinstance(error, (pg8000.exceptions.InterfaceError, *_CONNECTION_ERRORS)):
+        return DbError("CONNECTION", f"{type(error).__name__}: {error}")
+    return None
 
 
 class Db:
@@ -57,8 +84,11 @@ class Db:
     def __init__(self, connect: Callable[[], Connection]) -> None:
         try:
             self.conn = connect()
-        except Exception as error:  # any failure to connect is the database being away
-            raise DbError("CONNECTION", f"cannot connect: {type(error).__name__}") from error
+        except Exception as error:
+            sorted_error = _sort(error)
+            if sorted_error is None:  # a bad URL or setting, not an outage
+                sorted_error = DbError("CONFIG", f"cannot connect: {type(error).__name__}")
+            raise sorted_error from error
         self.statements = 0
 
     def run(self, sql: str, **params: Any) -> list[list[Any]]:
@@ -66,7 +96,10 @@ class Db:
         try:
             return self.conn.run(sql, **params) or []
         except Exception as error:
-            raise _sort(error) from error
+            sorted_error = _sort(error)
+            if sorted_error is None:
+                raise
+            raise sorted_error from error
 
     def close(self) -> None:
         # Closing a broken connection must not mask the error that broke it.

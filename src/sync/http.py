@@ -36,17 +36,26 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+def encode_json(payload: Any) -> bytes:
+    """UTF-8 JSON. A string UTF-8 cannot carry (a lone surrogate that slipped through)
+    is sent as its JSON escape rather than failing the answer."""
+    text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode("ascii")
+
+
+def json_headers(headers: dict[str, str] | None = None) -> dict[str, str]:
+    return {
+        "content-type": "application/json; charset=utf-8",
+        "cache-control": "no-store",
+        **(headers or {}),
+    }
+
+
 def json_response(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
-    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    return Response(
-        status,
-        {
-            "content-type": "application/json; charset=utf-8",
-            "cache-control": "no-store",
-            **(headers or {}),
-        },
-        body.encode("utf-8"),
-    )
+    return Response(status, json_headers(headers), encode_json(payload))
 
 
 def error_response(error: ApiError) -> Response:

@@ -7,6 +7,7 @@ from typing import Any
 
 from sync import jsontext
 from sync.http import ApiError
+from sync.schema import storable
 
 OPS = ("insert", "update", "delete")
 MAX_ID_LENGTH = 200
@@ -73,6 +74,9 @@ def parse_sync_request(body: bytes, max_changes: int) -> SyncRequest:
             raise bad_request(f"{where}.id must be an integer or a string")
         if isinstance(change_id, str) and not 0 < len(change_id) <= MAX_ID_LENGTH:
             raise bad_request(f"{where}.id must be 1 to {MAX_ID_LENGTH} characters")
+        if isinstance(change_id, str) and not storable(change_id):
+            # The answer echoes ids: one it cannot encode would fail after the commit.
+            raise bad_request(f"{where}.id must be text without NUL or lone surrogates")
         if str(change_id) in seen:
             raise bad_request(f"{where}.id {change_id!r} appears twice in the batch")
         seen.add(str(change_id))

@@ -32,13 +32,17 @@ def delete_entry(table: Table, key: str, updated_at: str) -> Entry:
 
 @dataclass
 class Stored:
-    """What the database holds for some keys: whose row it is, and the caller's view."""
+    """What the database holds for some keys: whose row it is, and the caller's view.
+    `owed`: the caller's rows whose content did not fit the answer's byte budget; they
+    go into the cursor and come first in the next answer."""
 
     owners: dict[Slot, str]
     entries: dict[Slot, Entry]
+    owed: set[Slot]
+    size: int  # bytes of row content sent
 
 
-def read_keys(db: Db, registry: Registry, user: str, slots: set[Slot]) -> Stored:
+def read_keys(db: Db, registry: Registry, user: str, slots: set[Slot], budget: int) -> Stored:
     tables = tuple(t for t in registry.tables if any(s[0] == t.name for s in slots))
     keys = {
         f"k{i}": sql.key_list(sorted(k for n, k in slots if n == t.name))
@@ -46,15 +50,24 @@ def read_keys(db: Db, registry: Registry, user: str, slots: set[Slot]) -> Stored
     }
     owners: dict[Slot, str] = {}
     entries: dict[Slot, Entry] = {}
-    for name, kind, key, owner, row, at in db.run(sql.current_rows(tables), user=user, **keys):
+    owed: set[Slot] = set()
+    size = 0
+    rows = db.run(sql.current_rows(tables), user=user, budget=budget, **keys)
+    for name, kind, key, owner, at, row, running in rows:
         table = registry.by_name[name]
+        slot = (name, key)
         if kind == "row":
-            owners[(name, key)] = owner
+            owners[slot] = owner
             if row is not None:
-                entries[(name, key)] = {"table": name, "op": "upsert", "row": row}
-        elif (name, key) not in entries:
-            entries[(name, key)] = delete_entry(table, key, at)
-    return Stored(owners, entries)
+                entries[slot] = {"table": name, "op": "upsert", "row": row}
+                size = max(size, int(running))
+            elif owner == user:
+                owed.add(slot)
+        elif slot not in entries and slot not in owed:
+            entries[slot] = delete_entry(table, key, at)
+    for slot in owed:  # a tombstone of an older row is not the state to converge to
+        entries.pop(slot, None)
+    return Stored(owners, entries, owed, size)
 
 
 @dataclass
@@ -85,7 +98,17 @@ def table_bounds(
     return bounds
 
 
-def pull(db: Db, registry: Registry, user: str, cursor: Cursor, page_size: int) -> Page:
+def pull(
+    db: Db,
+    registry: Registry,
+    user: str,
+    cursor: Cursor,
+    page_size: int,
+    budget: int,
+    first_row: bool,
+) -> Page:
+    """One page: at most `page_size` rows and `budget` bytes of row content, but at least
+    one row when `first_row` (nothing else is in the answer), so every row arrives."""
     after = cursor.after or ("0", "", "")
     params = {
         **table_bounds(registry.tables, cursor.after),
@@ -96,6 +119,8 @@ def pull(db: Db, registry: Registry, user: str, cursor: Cursor, page_size: int) 
         "atable": after[1],
         "akey": after[2],
         "limit": page_size + 1,
+        "budget": budget,
+        "first_row": first_row,
         "initial": cursor.initial,
     }
     first_page = cursor.upto is None
@@ -106,8 +131,14 @@ def pull(db: Db, registry: Registry, user: str, cursor: Cursor, page_size: int) 
     data = [r for r in rows if r[1] is not None]
     has_more = len(data) > page_size
     data = data[:page_size]
+    for i, (*_, size, running) in enumerate(data):
+        if not (running <= budget or (first_row and running == size)):
+            data, has_more = data[:i], True  # the byte budget ends the page here
+            break
+    if not data and has_more:  # nothing fitted: the same position, asked again
+        return Page({}, cursor, True)
     entries: dict[Slot, Entry] = {}
-    for _snap, name, kind, key, _xid, row, at in data:
+    for _snap, name, kind, key, _xid, row, at, _size, _running in data:
         if kind == "row":
             entries[(name, key)] = {"table": name, "op": "upsert", "row": row}
         else:

@@ -15,10 +15,19 @@ from typing import Any
 from sync import sql
 from sync.db import Db, DbError
 from sync.protocol import RawChange
-from sync.schema import MISSING, InvalidValue, Registry, Table, format_timestamp, parse_timestamp
+from sync.schema import (
+    IDENTIFIER,
+    MISSING,
+    InvalidValue,
+    Registry,
+    Table,
+    format_timestamp,
+    parse_timestamp,
+)
 from sync.settings import Settings
 
 APPLIED, STALE = "applied", "stale"
+MAX_KEY_LENGTH = 512  # characters of a text primary key
 
 
 class Reject(Exception):
@@ -26,6 +35,10 @@ class Reject(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+class TooManyFailures(Exception):
+    """Careful mode ran out of its statement budget (CAREFUL_BUDGET)."""
 
 
 class NeedCareful(Exception):
@@ -101,7 +114,7 @@ def check(
     plus MAX_CLOCK_SKEW), computed once per batch by `plan`."""
     table = registry.get(raw.table)
     if table is None:
-        raise Reject("unknown_table", f"table {raw.table[:100]!r} is not synced")
+        raise Reject("unknown_table", f"table {_name(raw.table[:100])} is not synced")
     row = raw.row
     pk_col = table.key_column
     key_value = row.get(pk_col.name, user if pk_col.name == table.owner else None)
@@ -109,6 +122,8 @@ def check(
         raise Reject("missing_primary_key", f"row has no {pk_col.name}")
     try:
         key_value = pk_col.check(key_value)
+        if isinstance(key_value, str) and len(key_value) > MAX_KEY_LENGTH:
+            raise InvalidValue(f"{pk_col.name} is longer than {MAX_KEY_LENGTH} characters")
         owner = row.get(table.owner)
         if owner is not None and table.by_name[table.owner].check(owner) != user:
             raise Reject("forbidden", "the row names another user as its owner")
@@ -128,22 +143,45 @@ def check(
     if not delete:
         unknown = row.keys() - table.names
         if unknown:
-            names = ", ".join(sorted(unknown))[:200]
+            names = ", ".join(sorted(_name(n) for n in unknown))[:200]
             raise Reject("unknown_column", f"columns not synced: {names}")
         values[table.owner] = user
         omitted = []
+        size = 0
         try:
             for column in table.data_columns:
                 if column.name in row:
-                    values[column.name] = column.check(row[column.name])
+                    value = values[column.name] = column.check(row[column.name])
+                    size += _size(value)
                 else:  # an update keeps the stored value; an insert takes this one
                     omitted.append(column.name)
                     values[column.name] = None if column.default is MISSING else column.default
         except InvalidValue as error:
             raise Reject("invalid_value", str(error)) from None
+        if size > settings.max_row_bytes:
+            raise Reject(
+                "invalid_value",
+                f"the row is larger than MAX_ROW_BYTES ({settings.max_row_bytes}); "
+                "keep large files in object storage and sync a reference",
+            )
         if omitted:
             values[sql.OMITTED] = omitted
     return Change(raw, table, str(key_value), delete, values, clock, clamped)
+
+
+def _name(text: str) -> str:
+    """A name from a request, safe to echo: plain identifiers as they are, anything else
+    quoted in ASCII (a lone surrogate cannot be encoded into the answer otherwise)."""
+    return text if IDENTIFIER.fullmatch(text) else ascii(text)
+
+
+def _size(value: Any) -> int:
+    """About the bytes a value takes in JSON; exact enough to bound a row."""
+    if isinstance(value, str):
+        return len(value) + 2
+    if isinstance(value, dict | list):
+        return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
+    return 8
 
 
 def _usable_key(table: Table | None, row: dict[str, Any], user: str) -> str | None:
@@ -185,33 +223,40 @@ def plan(
     return Plan(list(winners.values()), rejected)
 
 
+# Careful mode's statements in one request, at most: past this the batch has too many
+# failing changes to single out cheaply, and the client is asked to send smaller parts.
+CAREFUL_BUDGET = 400
+NO_ROW_OF_YOURS = "{column} refers to no row of yours"
+
+
 def apply(
     db: Db, registry: Registry, winners: list[Change], user: str, careful: bool
 ) -> dict[int, Reject | str]:
-    """Applies the winners set-wise and returns APPLIED (or, in careful mode, a Reject)
-    per change, by id(). A change left without an outcome was not applied — the server
-    holds a version at least as new, or the row is another user's — and the caller
-    settles it by reading what the server holds for its key."""
+    """Applies the winners set-wise and returns APPLIED (or a Reject) per change, by id().
+    A change left without an outcome was not applied — the server holds a version at
+    least as new — and the caller settles it by reading what the server holds for its key.
+
+    What can be known before writing is found in one statement first (`sql.vet`): keys of
+    other users' rows (forbidden, never touched, so no lock lands on them) and references
+    to parents that are not the caller's. So only real constraint failures (a CHECK, a
+    unique column) can make a set-wise statement fail and send the batch to careful mode."""
     outcome: dict[int, Reject | str] = {}
     upserts: dict[str, list[Change]] = {}
     deletes: dict[str, list[Change]] = {}
     for change in winners:
         (deletes if change.delete else upserts).setdefault(change.table.name, []).append(change)
-    if deletes:
-        # A delete is two statements (tombstone, then row): lock the rows first so no
-        # concurrent writer slips in between them.
-        doomed = tuple(t for t in registry.tables if t.name in deletes)
-        keys = {
-            f"k{i}": sql.key_list([c.key for c in deletes[t.name]]) for i, t in enumerate(doomed)
-        }
-        db.run(sql.lock_rows(doomed), **keys)
-    _refuse_foreign_parents(db, registry, upserts, user, outcome)
+    ours = _vet(db, registry, upserts, deletes, user, outcome)
+    applied: dict[str, set[str]] = {}
     for table in registry.tables:  # parents first, so children find them
         group = upserts.get(table.name, [])
+        _refuse_orphans(table, group, ours, applied, outcome)
+        done: set[str] = set()
         for partial in (False, True):  # full rows, then rows that omit columns
             rows = [c for c in group if c.partial == partial]
             if rows:
                 _run_group(db, (sql.upsert(table, partial),), rows, outcome, careful, {})
+                done |= {c.key for c in rows if outcome.get(id(c)) == APPLIED}
+        applied[table.name] = done
     for table in reversed(registry.tables):  # children first, so parents are free to go
         group = deletes.get(table.name)
         if group:
@@ -220,16 +265,28 @@ def apply(
     return outcome
 
 
-def _refuse_foreign_parents(
+def _vet(
     db: Db,
     registry: Registry,
     upserts: dict[str, list[Change]],
+    deletes: dict[str, list[Change]],
     user: str,
     outcome: dict[int, Reject | str],
-) -> None:
-    """Rejects upserts whose foreign keys point at another user's row, and takes them out
-    of their group. The answer is the same as for a missing parent, so it tells nothing."""
-    refs, params = [], {}
+) -> set[tuple[str, str]]:
+    """Runs `sql.vet`: answers changes to other users' rows `forbidden` and takes them out
+    of their groups; returns the (table, key) of referenced parents that are the caller's
+    (now locked until commit)."""
+    keyed = tuple(t for t in registry.tables if t.name in upserts or t.name in deletes)
+    if not keyed:
+        return set()
+    deleting = tuple(t for t in registry.tables if t.name in deletes)
+    refs: list[tuple[Table, str, Table]] = []
+    params: dict[str, Any] = {}
+    for i, t in enumerate(keyed):
+        keys = [c.key for c in (*upserts.get(t.name, ()), *deletes.get(t.name, ()))]
+        params[f"k{i}"] = sql.key_list(sorted(keys))
+    for i, t in enumerate(deleting):
+        params[f"d{i}"] = sql.key_list(sorted(c.key for c in deletes[t.name]))
     for table in registry.tables:
         for column, parent in table.references.items():
             keys = {
@@ -240,21 +297,50 @@ def _refuse_foreign_parents(
             if keys:
                 params[f"f{len(refs)}"] = sql.key_list(sorted(keys))
                 refs.append((table, column, registry.by_name[parent]))
-    if not refs:
+    found = db.run(sql.vet(keyed, deleting, tuple(refs)), user=user, **params)
+    others = {(name, key) for kind, name, key in found if kind == "other"}
+    if others:
+        forbidden = Reject("forbidden", "the row belongs to another user")
+        for groups in (upserts, deletes):
+            for name, group in groups.items():
+                kept = []
+                for change in group:
+                    if (name, change.key) in others:
+                        outcome[id(change)] = forbidden
+                    else:
+                        kept.append(change)
+                group[:] = kept
+    return {(name, key) for kind, name, key in found if kind == "ours"}
+
+
+def _refuse_orphans(
+    table: Table,
+    group: list[Change],
+    ours: set[tuple[str, str]],
+    applied: dict[str, set[str]],
+    outcome: dict[int, Reject | str],
+) -> None:
+    """Rejects, and takes out of the group, rows whose foreign keys name no row of the
+    caller's: neither one stored (locked by the vet) nor one this batch has just applied.
+    A missing parent and another user's parent get the same answer, so it tells nothing
+    of other users' rows; and a parent key that another user took after the vet was not
+    applied for us, so the rule holds under concurrency too."""
+    if not table.references:
         return
-    foreign = {tuple(r) for r in db.run(sql.foreign_parents(tuple(refs)), user=user, **params)}
-    for name, group in upserts.items():
-        table = registry.by_name[name]
-        kept = []
-        for change in group:
-            bad = [c for c in table.references if (name, c, str(change.row.get(c))) in foreign]
-            if bad:
-                outcome[id(change)] = Reject(
-                    "constraint_violation", f"{bad[0]} refers to no row of yours"
-                )
-            else:
-                kept.append(change)
-        group[:] = kept
+    kept = []
+    for change in group:
+        bad = None
+        for column, parent in table.references.items():
+            value = change.row.get(column)
+            key = None if value is None else str(value)
+            if key is not None and (parent, key) not in ours and key not in applied[parent]:
+                bad = column
+                break
+        if bad is None:
+            kept.append(change)
+        else:
+            outcome[id(change)] = Reject("constraint_violation", NO_ROW_OF_YOURS.format(column=bad))
+    group[:] = kept
 
 
 def _apply(
@@ -280,6 +366,8 @@ def _run_group(
     """Applies one group set-wise. Keys not applied lost a race with a concurrent writer
     and are left without an outcome for the caller to re-read."""
     if careful:  # under a savepoint; a failing group is halved until the culprit is alone
+        if db.statements > CAREFUL_BUDGET:
+            raise TooManyFailures
         db.run(sql.SAVEPOINT)
     try:
         done = _apply(db, statements, group, params)
@@ -291,8 +379,7 @@ def _run_group(
         db.run(sql.ROLLBACK_TO_SAVEPOINT)
         db.run(sql.RELEASE_SAVEPOINT)
         if len(group) == 1:
-            code = "constraint_violation" if error.sqlstate.startswith("23") else "invalid_value"
-            outcome[id(group[0])] = Reject(code, error.message[:300])
+            outcome[id(group[0])] = _constraint_reject(error.sqlstate)
             return
         middle = len(group) // 2
         _run_group(db, statements, group[:middle], outcome, careful, params)
@@ -303,3 +390,21 @@ def _run_group(
     for change in group:
         if change.key in done:
             outcome[id(change)] = APPLIED
+
+
+# Postgres' own messages name constraints and tables, and may quote other users' values:
+# the client gets one sentence per kind of failure instead.
+_CONSTRAINT_MESSAGES = {
+    "23502": "a column that cannot be null is null",
+    "23503": "a reference names no row of yours, or the row is still referred to",
+    "23505": "a value that must be unique is already taken",
+    "23514": "a value fails a check of the table",
+    "23P01": "a value conflicts with another row (exclusion constraint)",
+}
+
+
+def _constraint_reject(sqlstate: str) -> Reject:
+    if sqlstate.startswith("23"):
+        message = _CONSTRAINT_MESSAGES.get(sqlstate, "the row breaks a constraint of the table")
+        return Reject("constraint_violation", message)
+    return Reject("invalid_value", "a value is out of range or malformed for its column")

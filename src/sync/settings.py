@@ -19,6 +19,13 @@ SETTING_NAMES: tuple[str, ...] = (
     "MAX_CLOCK_SKEW",
     "CLOCK_SKEW_POLICY",
     "MAX_ATTEMPTS",
+    "MAX_ANSWER_BYTES",
+    "MAX_ROW_BYTES",
+    "STATEMENT_TIMEOUT_MS",
+    "LOCK_TIMEOUT_MS",
+    "REQUEST_TIMEOUT_MS",
+    "MAX_INFLIGHT_PER_USER",
+    "MAX_INFLIGHT",
 )
 
 
@@ -41,6 +48,15 @@ class Settings:
     max_clock_skew: int = 300
     clock_skew_policy: str = "clamp"
     max_attempts: int = 3
+    # An answer's size: rows, converge rows and the pull page together (a page always
+    # holds at least one row). Well inside a Worker isolate's 128 MB.
+    max_answer_bytes: int = 4 * 1024 * 1024
+    max_row_bytes: int = 1024 * 1024  # a pushed row's values; large files go elsewhere
+    statement_timeout_ms: int = 10_000
+    lock_timeout_ms: int = 2_000
+    request_timeout_ms: int = 25_000  # Hyperdrive cuts queries at 60 s
+    max_inflight_per_user: int = 4  # concurrent syncs of one user in one process/isolate
+    max_inflight: int = 64  # concurrent syncs in one process/isolate
 
     @property
     def jwks_url(self) -> str | None:
@@ -61,10 +77,9 @@ class Settings:
             value = text(name)
             if value is None:
                 return default
-            try:
-                number = int(value)
-            except ValueError:
-                raise SettingsError(f"{name} must be an integer, got {value!r}") from None
+            if not value.isascii() or not value.lstrip("-").isdigit():
+                raise SettingsError(f"{name} must be an integer, got {value!r}")
+            number = int(value)
             if number < minimum:
                 raise SettingsError(f"{name} must be at least {minimum}, got {number}")
             return number
@@ -101,4 +116,11 @@ class Settings:
             max_clock_skew=integer("MAX_CLOCK_SKEW", cls.max_clock_skew, 0),
             clock_skew_policy=policy,
             max_attempts=integer("MAX_ATTEMPTS", cls.max_attempts, 1),
+            max_answer_bytes=integer("MAX_ANSWER_BYTES", cls.max_answer_bytes, 65_536),
+            max_row_bytes=integer("MAX_ROW_BYTES", cls.max_row_bytes, 1024),
+            statement_timeout_ms=integer("STATEMENT_TIMEOUT_MS", cls.statement_timeout_ms, 100),
+            lock_timeout_ms=integer("LOCK_TIMEOUT_MS", cls.lock_timeout_ms, 10),
+            request_timeout_ms=integer("REQUEST_TIMEOUT_MS", cls.request_timeout_ms, 500),
+            max_inflight_per_user=integer("MAX_INFLIGHT_PER_USER", cls.max_inflight_per_user, 1),
+            max_inflight=integer("MAX_INFLIGHT", cls.max_inflight, 1),
         )

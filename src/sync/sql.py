@@ -9,6 +9,7 @@ from __future__ import annotations
 from functools import cache
 
 from sync.schema import Column, Table
+from sync.settings import Settings
 
 BEGIN = "BEGIN"
 COMMIT = "COMMIT"
@@ -18,6 +19,20 @@ HEALTH = "SELECT clock_timestamp()"
 SAVEPOINT = "SAVEPOINT change_group"
 ROLLBACK_TO_SAVEPOINT = "ROLLBACK TO SAVEPOINT change_group"
 RELEASE_SAVEPOINT = "RELEASE SAVEPOINT change_group"
+
+
+def bounds(settings: Settings, left_ms: int) -> str:
+    """SET LOCAL for the transaction's waits (pooler-safe: they end with it). Every
+    statement, every lock wait and any idle gap are bounded, and no statement may outlive
+    the request's deadline. Values are integers from settings, never from a request."""
+    statement = max(1, min(int(settings.statement_timeout_ms), int(left_ms)))
+    lock = max(1, min(int(settings.lock_timeout_ms), statement))
+    idle = max(1, int(settings.request_timeout_ms))
+    return (
+        f"SET LOCAL statement_timeout = {statement}; SET LOCAL lock_timeout = {lock}; "
+        f"SET LOCAL idle_in_transaction_session_timeout = {idle}"
+    )
+
 
 ISO_UTC = '\'YYYY-MM-DD"T"HH24:MI:SS.US"Z"\''
 
@@ -64,33 +79,43 @@ def _recordset(columns: tuple[Column, ...]) -> str:
 
 
 @cache
-def lock_rows(tables: tuple[Table, ...]) -> str:
-    """Locks the stored rows that a batch deletes, in key order, one statement for all
-    tables. Parameters :k0 … one key list per table."""
-    ctes = ", ".join(
-        f"l{i} AS (SELECT 1 FROM {q(t.name)} WHERE {q(t.primary_key)} = "
-        f"ANY({_key_array(t, f'k{i}')}) ORDER BY {q(t.primary_key)} FOR UPDATE)"
-        for i, t in enumerate(tables)
-    )
-    counted = " + ".join(f"(SELECT count(*) FROM l{i})" for i in range(len(tables)))
-    return f"WITH {ctes} SELECT {counted}"
-
-
-@cache
-def foreign_parents(refs: tuple[tuple[Table, str, Table], ...]) -> str:
-    """Of the parent keys a batch's rows refer to, those owned by another user: a row must
-    not hang under another user's row (it would also block that user's delete).
-    One statement for all references. Parameters :user, :f0 … one key list each."""
-    selects = []
-    for i, (child, column, parent) in enumerate(refs):
-        pk = q(parent.primary_key)
-        selects.append(
-            f"SELECT {literal(child.name)}, {literal(column)}, p.{pk}::text "
-            f"FROM {q(parent.name)} p "
-            f"WHERE p.{pk} = ANY({_key_array(parent, f'f{i}')}) "
-            f"AND p.{q(parent.owner)} <> CAST(:user AS uuid)"
+def vet(
+    keyed: tuple[Table, ...],
+    deleting: tuple[Table, ...],
+    refs: tuple[tuple[Table, str, Table], ...],
+) -> str:
+    """Before any statement that can fail, in one: the batch's keys that are another
+    user's (answered `forbidden`, never written: an upsert onto them would lock the other
+    user's row), the parents the batch's rows refer to that are the caller's (locked FOR
+    KEY SHARE, so they stay until commit; any other reference is refused set-wise), and a
+    lock on the caller's rows the batch deletes, in key order (a delete is two statements).
+    Only the caller's rows are locked. Parameters :user; :k<i> every key of keyed[i];
+    :d<i> the delete keys of deleting[i]; :f<i> the parent keys of refs[i]."""
+    user = "CAST(:user AS uuid)"
+    ctes, selects = [], []
+    for i, t in enumerate(keyed):
+        pk, owner = q(t.primary_key), q(t.owner)
+        ctes.append(
+            f"o{i} AS (SELECT {pk}::text AS k FROM {q(t.name)} "
+            f"WHERE {pk} = ANY({_key_array(t, f'k{i}')}) AND {owner} <> {user})"
         )
-    return " UNION ALL ".join(selects)
+        selects.append(f"SELECT 'other', {literal(t.name)}, k FROM o{i}")
+    for i, t in enumerate(deleting):
+        pk, owner = q(t.primary_key), q(t.owner)
+        ctes.append(
+            f"l{i} AS (SELECT 1 FROM {q(t.name)} WHERE {pk} = ANY({_key_array(t, f'd{i}')}) "
+            f"AND {owner} = {user} ORDER BY {pk} FOR UPDATE)"
+        )
+        selects.append(f"SELECT 'locked', {literal(t.name)}, count(*)::text FROM l{i}")
+    for i, (_child, _column, parent) in enumerate(refs):
+        pk, owner = q(parent.primary_key), q(parent.owner)
+        ctes.append(
+            f"r{i} AS (SELECT {pk}::text AS k FROM {q(parent.name)} "
+            f"WHERE {pk} = ANY({_key_array(parent, f'f{i}')}) AND {owner} = {user} "
+            "FOR KEY SHARE)"
+        )
+        selects.append(f"SELECT 'ours', {literal(parent.name)}, k FROM r{i}")
+    return f"WITH {', '.join(ctes)} {' UNION ALL '.join(selects)}"
 
 
 OMITTED = "sync omitted"  # not a registry identifier (it has a space), so never a column
@@ -186,13 +211,17 @@ def delete(table: Table) -> str:
 @cache
 def current_rows(tables: tuple[Table, ...]) -> str:
     """The stored state of given keys: owner always, content only of the caller's rows,
-    plus the caller's tombstones. Parameters :user, :k0 …"""
+    plus the caller's tombstones. Content is sent only while the running total of its
+    size stays within :budget bytes (the first row with content always): a key past it
+    comes back with its size and no row, and is owed to a later answer.
+    Parameters :user, :budget, :k0 …"""
     selects, tomb_filters = [], []
     for i, t in enumerate(tables):
         pk, owner = q(t.primary_key), q(t.owner)
         selects.append(
-            f"SELECT {literal(t.name)}, 'row', s.{pk}::text, s.{owner}::text, "
-            f"CASE WHEN s.{owner} = CAST(:user AS uuid) THEN {row_json(t, 's')} END, NULL "
+            f"SELECT {literal(t.name)}::text AS tbl, 'row' AS kind, s.{pk}::text AS pk, "
+            f"s.{owner}::text AS own, CASE WHEN s.{owner} = CAST(:user AS uuid) "
+            f"THEN {row_json(t, 's')} END AS content, NULL::text AS at "
             f"FROM {q(t.name)} s WHERE s.{pk} = ANY({_key_array(t, f'k{i}')})"
         )
         tomb_filters.append(f"(table_name = {literal(t.name)} AND pk = ANY(CAST(:k{i} AS text[])))")
@@ -201,7 +230,15 @@ def current_rows(tables: tuple[Table, ...]) -> str:
         f"to_char(updated_at AT TIME ZONE 'UTC', {ISO_UTC}) FROM sync_tombstones "
         f"WHERE user_id = CAST(:user AS uuid) AND ({' OR '.join(tomb_filters)})"
     )
-    return " UNION ALL ".join(selects)
+    size = "coalesce(octet_length(u.content::text), 0)"
+    return (
+        "SELECT s.tbl, s.kind, s.pk, s.own, s.at, "
+        "CASE WHEN s.running <= CAST(:budget AS bigint) OR s.running = s.size "
+        "THEN s.content END, s.running "
+        f"FROM (SELECT u.*, {size} AS size, "
+        f'sum({size}) OVER (ORDER BY u.tbl COLLATE "C", u.kind, u.pk COLLATE "C") AS running '
+        f"FROM ({' UNION ALL '.join(selects)}) u) s"
+    )
 
 
 def sort_key(table: Table, alias: str) -> str:
@@ -215,11 +252,13 @@ def sort_key(table: Table, alias: str) -> str:
 def pull(tables: tuple[Table, ...], first_page: bool) -> str:
     """One page of the caller's changes since snapshot :seen, read against snapshot :upto
     (or the statement's own snapshot on a first page, returned for the cursor), ordered by
-    (transaction, table, key). Each table's branch starts after its own bound (:x0, :p0 …)
-    — the page position seen from that table — so it reads its index in order and stops
-    after :limit rows; JSON is built only for those.
-    Parameters :user, :seen, :from_xid, :limit, :initial, :upto, :x<i>/:p<i> per table,
-    and :axid, :atable, :akey (the position itself) for the tombstones."""
+    (transaction, table, key), cut at :limit rows and at :budget bytes of row content
+    (the first row always when :first_row, so a row larger than the budget still goes).
+    Each table's branch starts after its own bound (:x0, :p0 …) — the page position seen
+    from that table — so it reads its index in order and stops after :limit rows; JSON is
+    built only for those. Parameters :user, :seen, :from_xid, :limit, :budget, :first_row,
+    :initial, :upto, :x<i>/:p<i> per table, and :axid, :atable, :akey (the position
+    itself) for the tombstones."""
     snapshot = "pg_current_snapshot()" if first_page else "CAST(:upto AS pg_snapshot)"
     window = (
         "x.sync_xid >= CAST(:from_xid AS xid8) "
@@ -246,9 +285,18 @@ def pull(tables: tuple[Table, ...], first_page: bool) -> str:
         "(CAST(:axid AS xid8), CAST(:atable AS text), CAST(:akey AS text)) "
         'ORDER BY x.sync_xid, x.table_name COLLATE "C", x.pk COLLATE "C" LIMIT :limit)'
     )
+    order = 'xid, tbl COLLATE "C", pk COLLATE "C"'
+    size = "coalesce(octet_length(p.row::text), 0)"
     return (
-        f"WITH cur AS (SELECT {snapshot} AS snap) "
-        "SELECT cur.snap::text, p.tbl, p.kind, p.pk, p.xid::text, p.row, p.at "
-        f"FROM cur LEFT JOIN ({' UNION ALL '.join(branches)}) p ON true "
-        'ORDER BY p.xid, p.tbl COLLATE "C", p.pk COLLATE "C" LIMIT :limit'
+        f"WITH cur AS (SELECT {snapshot} AS snap), "
+        f"page AS (SELECT * FROM ({' UNION ALL '.join(branches)}) b ORDER BY {order} "
+        "LIMIT :limit), "
+        f"sized AS (SELECT p.*, {size} AS size, sum({size}) OVER (ORDER BY {order}) AS running "
+        "FROM page p) "
+        "SELECT cur.snap::text, s.tbl, s.kind, s.pk, s.xid::text, "
+        "CASE WHEN s.running <= CAST(:budget AS bigint) "
+        "OR (CAST(:first_row AS boolean) AND s.running = s.size) THEN s.row END, "
+        "s.at, s.size, s.running "
+        "FROM cur LEFT JOIN sized s ON true "
+        'ORDER BY s.xid, s.tbl COLLATE "C", s.pk COLLATE "C"'
     )
