@@ -28,7 +28,7 @@ def post_raw(api: Api, text: str, user: str | None = None, token: str | None = N
 
 
 def body_with(changes_json: str, cursor: str = "null") -> str:
-    return '{"lastSyncAt": %s, "changes": [%s]}' % (cursor, changes_json)
+    return f'{{"lastSyncAt": {cursor}, "changes": [{changes_json}]}}'
 
 
 def count(sql, table: str) -> int:
@@ -50,9 +50,9 @@ def count(sql, table: str) -> int:
 def test_lone_surrogate_rejects_only_its_change(api, sql, row):
     bad, good = new_id(), new_id()
     text = body_with(
-        '{"id": 1, "table": "todos", "op": "insert", "row": %s},'
-        '{"id": 2, "table": "todos", "op": "insert", "row": {"id": "%s", "title": "fine",'
-        ' "updated_at": "%s"}}' % (row % (bad, NOW), good, NOW)
+        f'{{"id": 1, "table": "todos", "op": "insert", "row": {row % (bad, NOW)}}},'
+        f'{{"id": 2, "table": "todos", "op": "insert", "row": {{"id": "{good}", "title": "fine",'
+        f' "updated_at": "{NOW}"}}}}'
     )
     reply = post_raw(api, text)
     assert reply.status == 200, reply.body
@@ -79,8 +79,8 @@ def test_wrong_database_password_is_not_a_retry_forever_503(cluster):
 
 def test_change_id_the_answer_cannot_carry_is_400_and_nothing_stored(api, sql):
     text = body_with(
-        '{"id": "x\\ud83d", "table": "todos", "op": "insert", "row": {"id": "%s",'
-        ' "title": "a", "updated_at": "%s"}}' % (new_id(), NOW)
+        f'{{"id": "x\\ud83d", "table": "todos", "op": "insert", "row": {{"id": "{new_id()}",'
+        f' "title": "a", "updated_at": "{NOW}"}}}}'
     )
     reply = post_raw(api, text)
     assert reply.status == 400 and reply.body["error"]["code"] == "bad_request"
@@ -90,12 +90,12 @@ def test_change_id_the_answer_cannot_carry_is_400_and_nothing_stored(api, sql):
 def test_unknown_column_named_with_a_surrogate_is_answered(api, sql):
     good = new_id()
     text = body_with(
-        '{"id": 1, "table": "todos", "op": "insert", "row": {"id": "%s", "title": "a",'
-        ' "\\ud83d": 1, "updated_at": "%s"}},'
-        '{"id": 2, "table": "todos", "op": "insert", "row": {"id": "%s", "title": "b",'
-        ' "updated_at": "%s"}},'
-        '{"id": 3, "table": "no\\udc00pe", "op": "insert", "row": {"id": "%s",'
-        ' "updated_at": "%s"}}' % (new_id(), NOW, good, NOW, new_id(), NOW)
+        f'{{"id": 1, "table": "todos", "op": "insert", "row": {{"id": "{new_id()}", "title": "a",'
+        f' "\\ud83d": 1, "updated_at": "{NOW}"}}}},'
+        f'{{"id": 2, "table": "todos", "op": "insert", "row": {{"id": "{good}", "title": "b",'
+        f' "updated_at": "{NOW}"}}}},'
+        f'{{"id": 3, "table": "no\\udc00pe", "op": "insert", "row": {{"id": "{new_id()}",'
+        f' "updated_at": "{NOW}"}}}}'
     )
     reply = post_raw(api, text)
     assert reply.status == 200, reply.body
@@ -132,8 +132,8 @@ def cursor_of(payload: object) -> str:
 @pytest.mark.parametrize(
     "payload",
     [
-        {"s": "١:٢:"},
-        {"s": "１:５:"},
+        {"s": "١:٢:"},  # noqa: RUF001 (Arabic-Indic digits, on purpose)
+        {"s": "１:５:"},  # noqa: RUF001 (fullwidth digits, on purpose)
         {"s": "5:5:\n"},
         {"s": "1:4294967296:"},  # a 32-bit xid part of 0: Postgres refuses it
         {"s": "1:99999999999999999999:"},
@@ -180,18 +180,19 @@ def signed(claims_json: str) -> str:
         '"exp": NaN',
         '"exp": Infinity',
         '"exp": 1e400',
-        '"exp": %d, "nbf": 1%s' % (time.time() + 600, "0" * 400),
-        '"exp": %d, "meta": %s' % (time.time() + 600, "[" * 5000 + "]" * 5000),
+        f'"exp": {int(time.time()) + 600}, "nbf": 1{"0" * 400}',
+        f'"exp": {int(time.time()) + 600}, "meta": {"[" * 5000 + "]" * 5000}',
     ],
 )
 def test_odd_signed_tokens_are_401(api, claims):
-    text = '{"sub": "%s", "aud": "authenticated", %s}' % (user_id(), claims)
+    text = f'{{"sub": "{user_id()}", "aud": "authenticated", {claims}}}'
     reply = api.sync(None, [], token=signed(text))
     assert reply.status == 401, reply.body
 
 
 def test_signed_token_with_sane_claims_passes(api):
-    text = '{"sub": "%s", "aud": "authenticated", "exp": %d}' % (user_id(), time.time() + 600)
+    exp = int(time.time()) + 600
+    text = f'{{"sub": "{user_id()}", "aud": "authenticated", "exp": {exp}}}'
     assert api.sync(None, [], token=signed(text)).status == 200
 
 
@@ -275,7 +276,9 @@ def in_thread(fn):
 
 def test_a_delete_of_another_users_row_locks_nothing_of_theirs(database_url, sql):
     victim, attacker, tid = user_id(), user_id(), new_id()
-    Api(build_app(database_url), "package").ok(victim, [change("todos", "insert", todo(tid, "v", 0))])
+    Api(build_app(database_url), "package").ok(
+        victim, [change("todos", "insert", todo(tid, "v", 0))]
+    )
     app, con = paused_app(database_url, "COMMIT")
     api = Api(app, "package")
     thread, out = in_thread(
@@ -345,7 +348,9 @@ def test_one_user_is_bounded_and_others_are_served(database_url):
     app, con = paused_app(database_url, "COMMIT", MAX_INFLIGHT_PER_USER="1")
     api = Api(app, "package")
     hog = user_id()
-    thread, out = in_thread(lambda: api.sync(hog, [change("todos", "insert", todo(new_id(), "a", 0))]))
+    thread, out = in_thread(
+        lambda: api.sync(hog, [change("todos", "insert", todo(new_id(), "a", 0))])
+    )
     assert con.reached.wait(10)
     try:
         second = api.sync(hog, [])
