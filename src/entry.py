@@ -1,9 +1,22 @@
 """Cloudflare Workers entry point: the only module that knows it runs on Workers.
 
 It turns the runtime's request, env and fetch into what `sync` expects, so `sync`
-itself runs unchanged under CPython.
+itself runs unchanged under CPython. Two things here exist because of the runtime:
+
+- One request at a time runs the App in an isolate (`_guard`). pg8000's socket calls are
+  synchronous, yet they yield to the isolate's event loop, so other requests run in
+  between; two requests' driver calls interleaving in one isolate crashed Pyodide in
+  real workerd ("memory access out of bounds"), which aborts every request of the
+  isolate. The guard covers the whole of `App.handle` (token, JWKS fetch, transaction):
+  correct by construction. Its cost per isolate is in bench/RESULTS.md ("workerd").
+- The body is read with a cap (`_read_body`): a declared `Content-Length` over
+  MAX_BODY_BYTES is refused without reading anything, and a body without one is read
+  chunk by chunk and no further than one byte past the limit. An isolate has 128 MB;
+  reading a 60 MB body whole grew workerd by 160 MB.
 """
 
+import asyncio
+import re
 from urllib.parse import urlsplit
 
 import pg8000.native
@@ -18,9 +31,48 @@ from sync.settings import SETTING_NAMES, Settings, SettingsError
 # outlive a request, rebuilt only when the configuration it was built from changes.
 _app: App | None = None
 _app_config: dict[str, str] | None = None
+CONTENT_LENGTH = re.compile(r"[0-9]{1,19}")
 # Per-isolate caches in the driver: the SCRAM salted password (pure-Python PBKDF2 on
 # Pyodide costs ~40 ms of CPU per login otherwise) and statement parsing.
 tune_driver()
+
+
+class IsolateGuard:
+    """Admits one request at a time, each waiting on timers of its own request.
+
+    Not an `asyncio.Lock`, which Cloudflare's Hyperdrive page suggests: its waiters sleep
+    on a future that the releasing request resolves, so in workerd a waiter's request has
+    nothing of its own pending, and the runtime cancels it as hung ("your Worker's code
+    had hung", measured: 54 of 64 concurrent syncs); were it woken, it would go on inside
+    the releasing request's context. Here a waiter polls with `asyncio.sleep`, whose
+    timer belongs to its own request, backing off from 1 ms to `MAX_POLL`.
+
+    A request that holds the guard and is never resumed (its client went away and the
+    runtime dropped it) would block the isolate for good; after `lease` seconds the next
+    waiter takes over. The App bounds its own work by REQUEST_TIMEOUT_MS, so a live
+    holder is done by then."""
+
+    MAX_POLL = 0.008  # seconds; also the worst added latency of a hand-over
+
+    def __init__(self, lease: float) -> None:
+        self.lease = lease
+        self.since: float | None = None  # loop time the holder took over, None when free
+
+    async def __aenter__(self) -> None:
+        loop = asyncio.get_running_loop()
+        delay = 0.001
+        while self.since is not None and loop.time() - self.since < self.lease:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.MAX_POLL)
+        if self.since is not None:
+            print("sync: a request held the isolate guard past its lease; taking over")
+        self.since = loop.time()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.since = None
+
+
+_guard: IsolateGuard | None = None
 
 
 def _config(env) -> dict[str, str]:
@@ -52,7 +104,7 @@ async def _fetch_json(url: str) -> object:
 
 class Default(workers.WorkerEntrypoint):
     async def fetch(self, request):
-        global _app, _app_config
+        global _app, _app_config, _guard
         config = _config(self.env)
         if _app is None or config != _app_config:
             try:
@@ -62,18 +114,49 @@ class Default(workers.WorkerEntrypoint):
                 return _to_workers(error_response(ApiError(500, "internal", "misconfigured")))
             _app = App(settings, _connector(self.env.HYPERDRIVE), _fetch_json)
             _app_config = config
+            # One guard for the isolate's life, whatever the configuration.
+            lease = 2 * settings.request_timeout_ms / 1000 + 5
+            if _guard is None:
+                _guard = IsolateGuard(lease)
+            _guard.lease = lease
 
         js_request = getattr(request, "js_object", request)  # SDK wrapper or JS Request
-        body = (await js_request.arrayBuffer()).to_bytes()
-        response = await _app.handle(
-            Request(
-                method=js_request.method,
-                path=urlsplit(js_request.url).path,
-                headers={name.lower(): value for name, value in js_request.headers},
-                body=body,
-            )
+        headers = {name.lower(): value for name, value in js_request.headers}
+        body = await _read_body(js_request, headers, _app.settings.max_body_bytes)
+        sync_request = Request(
+            method=js_request.method,
+            path=urlsplit(js_request.url).path,
+            headers=headers,
+            body=body,
         )
+        async with _guard:
+            response = await _app.handle(sync_request)
         return _to_workers(response)
+
+
+async def _read_body(js_request, headers: dict[str, str], limit: int) -> bytes:
+    """The body, or as much of it as shows it is over `limit`: the App answers 413 on a
+    declared length over the limit or a body longer than it, after the checks that come
+    first (route, method, media type), as on the local host. So an oversized body is
+    never held whole, and never copied twice."""
+    declared = headers.get("content-length", "")
+    if CONTENT_LENGTH.fullmatch(declared) and int(declared) > limit:
+        return b""  # the App refuses on the header alone; the runtime drops the rest
+    stream = js_request.body  # JS null (not None) when there is no body
+    if getattr(stream, "getReader", None) is None:
+        return b""
+    reader = stream.getReader()
+    received = bytearray()
+    while True:
+        chunk = await reader.read()
+        if chunk.done:
+            break
+        received += chunk.value.to_bytes()
+        if len(received) > limit:
+            await reader.cancel()
+            del received[limit + 1 :]  # one byte over is enough to tell
+            break
+    return bytes(received)
 
 
 def _to_workers(response) -> workers.Response:

@@ -1,0 +1,170 @@
+"""Starts the Worker in `workerd serve --experimental` and stops it again.
+
+Used by `make dev-workerd` (workerd/dev.py), `make test-workerd` and the bench. The bundle
+is built (or found cached) first, then a worker.capnp is written for this run, and workerd
+is started with a control descriptor: it reports the port it bound once the Worker is
+loaded, so port 0 works and "ready" means ready, not "the process exists".
+
+Start-up snapshot: the first start for a given set of modules saves one
+(`--python-save-snapshot`, Python state after importing entry.py), later starts load it
+(`--python-load-snapshot`), which skips Python's initialisation and the imports. The
+snapshot is keyed by every module's content, the bundle and the compatibility flags, so
+an edit of src/ is never served from a stale snapshot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from workerd import bundle
+from workerd.config import ROOT, WorkerConfig, modules, wrangler_toml, write
+
+
+class StartError(RuntimeError):
+    """workerd did not come up; the message carries the end of its log."""
+
+
+def snapshot_key(main: Path | None = None) -> str:
+    h = hashlib.sha256()
+    for name, kind, path in modules(main=main):
+        h.update(f"{name}\0{kind}\0".encode())
+        h.update(hashlib.sha256(path.read_bytes()).digest())
+    stamp = bundle.BUNDLE_DIR / "pyodide_dev.stamp"
+    h.update(stamp.read_bytes() if stamp.exists() else b"")
+    toml = wrangler_toml()
+    h.update(json.dumps([toml["compatibility_date"], toml.get("compatibility_flags")]).encode())
+    return h.hexdigest()[:20]
+
+
+@dataclass
+class Workerd:
+    database_url: str
+    settings: dict[str, str] = field(default_factory=dict)  # Worker vars, over [vars]
+    secrets: dict[str, str] = field(default_factory=dict)  # e.g. SUPABASE_JWT_SECRET
+    host: str = "127.0.0.1"
+    port: int = 0
+    snapshot: bool = True  # False: a cold start, every time
+    main: Path | None = None  # another main module (see WorkerConfig.main)
+    log_path: Path | None = None  # default: a file in this run's directory
+    proc: subprocess.Popen[bytes] | None = None
+    url: str = ""
+    started_in: float = 0.0  # seconds from spawn to the control descriptor's "listen"
+    snapshot_mode: str = "none"  # "saved", "loaded" or "none"
+
+    def start(self, timeout: float = 90.0) -> str:
+        bundle_dir = bundle.build(say=lambda _line: None)
+        self.run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=_ensure(bundle.CACHE)))
+        config = write(
+            WorkerConfig(self.database_url, self.host, self.port, self.settings, self.main),
+            self.run_dir / "worker.capnp",
+        )
+        args = [
+            str(bundle.workerd_binary()),
+            "serve",
+            "--experimental",
+            f"--pyodide-bundle-disk-cache-dir={bundle_dir}",
+        ]
+        if self.snapshot:
+            snap_dir = _ensure(bundle.CACHE / "snapshots" / snapshot_key(self.main))
+            args.append(f"--python-snapshot-dir={snap_dir}")
+            if (snap_dir / "snapshot.bin").exists():
+                args.append("--python-load-snapshot=snapshot.bin")
+                self.snapshot_mode = "loaded"
+            else:
+                args.append("--python-save-snapshot")
+                self.snapshot_mode = "saved"
+        read_end, write_end = os.pipe()
+        args += [f"--control-fd={write_end}", str(config)]
+        self.log_path = self.log_path or self.run_dir / "workerd.log"
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        env = {**os.environ, **self.secrets}
+        began = time.monotonic()
+        try:
+            self.proc = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, env=env, pass_fds=(write_end,)
+            )
+        finally:
+            os.close(write_end)
+            log.close()
+        try:
+            port = self._await_listen(read_end, began + timeout)
+        except BaseException:
+            self.stop()
+            raise
+        self.started_in = time.monotonic() - began
+        self.url = f"http://{self.host}:{port}"
+        return self.url
+
+    def _await_listen(self, fd: int, deadline: float) -> int:
+        """Reads workerd's control messages until the http socket is listening."""
+        import selectors
+
+        buffer = b""
+        with os.fdopen(fd, "rb", buffering=0) as control, selectors.DefaultSelector() as sel:
+            sel.register(control, selectors.EVENT_READ)
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise StartError(f"workerd did not listen in time:\n{self.log_tail()}")
+                if not sel.select(min(remaining, 0.5)):
+                    if self.proc is not None and self.proc.poll() is not None:
+                        raise StartError(
+                            f"workerd exited ({self.proc.returncode}):\n{self.log_tail()}"
+                        )
+                    continue
+                chunk = control.read(4096)
+                if not chunk:
+                    raise StartError(f"workerd closed its control channel:\n{self.log_tail()}")
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    event = json.loads(line)
+                    if event.get("event") == "listen" and event.get("socket") == "http":
+                        return int(event["port"])
+
+    def log_tail(self, chars: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:] if self.log_path else ""
+        except OSError:
+            return ""
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        run_dir = getattr(self, "run_dir", None)
+        if run_dir is not None and self.log_path and run_dir not in self.log_path.parents:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        elif run_dir is not None:
+            # Keep the log (for a failing test's report); the config holds a password.
+            (run_dir / "worker.capnp").unlink(missing_ok=True)
+
+    def __enter__(self) -> Workerd:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _ensure(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+__all__ = ["ROOT", "StartError", "Workerd", "snapshot_key"]
