@@ -1,7 +1,9 @@
-"""The registry of the example app (a todo list). Edit this to sync your own tables.
+"""The example app's registry written in Python: kept only for the tools that run without a
+database (bench/, the Pyodide probe). The server does not use it: it reads its registry
+from the database catalog (sync.catalog), declared once by the migrations.
 
-Each table listed here must also be enabled in Postgres by a migration calling
-`sync_enable('<table>', '<primary key>', '<owner column>')` (see docs/your-tables.md).
+tests/test_catalog.py checks this copy against the catalog, so it cannot drift; to sync
+your own tables, write a migration (docs/your-tables.md), not an entry here.
 """
 
 from sync.schema import Column, Registry, Table

@@ -96,6 +96,21 @@ _LITERAL = re.compile(r"^'((?:[^']|'')*)'::([a-z ]+)$")
 _NUMBER = re.compile(r"^\(?(-?\d+(?:\.\d+)?(?:e[+-]?\d+)?)\)?(?:::[a-z ]+)?$")
 
 
+class JsonDict(dict):
+    """A jsonb default that is an object: Columns are hashed (sql's statement caches key
+    on tables), so the value must be hashable and still serialise as JSON."""
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(json.dumps(self, sort_keys=True))
+
+
+class JsonList(list):
+    """A jsonb default that is an array (see JsonDict)."""
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(json.dumps(self, sort_keys=True))
+
+
 class CatalogError(ValueError):
     """The recorded tables do not make a registry; the message says which and why."""
 
@@ -118,11 +133,19 @@ def parse_default(expression: str | None, sql_type: str) -> Any:
         value = literal.group(1).replace("''", "'")
         if sql_type == "jsonb":
             try:
-                return json.loads(value)
+                parsed = json.loads(value)
             except ValueError:
                 return MISSING
+            if isinstance(parsed, dict):
+                return JsonDict(parsed)
+            return JsonList(parsed) if isinstance(parsed, list) else parsed
         if sql_type == "boolean":
             return value in ("t", "true")
+        if sql_type in ("smallint", "integer", "bigint", "double precision", "real"):
+            number = _NUMBER.match(value)  # Postgres prints -3 as '-3'::integer
+            if not number:
+                return MISSING
+            return parse_default(number.group(1), sql_type)
         return value
     return MISSING
 
