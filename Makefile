@@ -8,7 +8,7 @@ export UV
 export PATH := $(HOME)/.local/bin:$(PATH)
 
 .PHONY: help psql dev-reset dev test token migrate lint format setup clean worker-deps bundle deploy \
-        chromium client-build test-client test-e2e test-server bench
+        chromium client-build test-client test-e2e test-server bench dev-workerd test-workerd
 
 setup: .venv/.synced
 
@@ -44,10 +44,18 @@ format: setup
 	.venv/bin/ruff check --fix .
 	.venv/bin/ruff format .
 
-test: lint test-server test-client test-e2e  ## every test; each starts the Postgres it needs
+test: lint test-server test-workerd test-client test-e2e  ## every test; each starts the Postgres it needs
 
-test-server: setup worker-deps  ## the server's tests (pytest)
-	$(PY) -m pytest -q
+test-server: setup worker-deps  ## the server's tests (pytest; the workerd ones are test-workerd)
+	$(PY) -m pytest -q --ignore=tests/test_workerd.py
+
+# The unchanged Worker in the real Workers runtime (workerd from npm, Pyodide 314.0.6 from
+# npm: offline). workerd/ builds the runtime bundle and the config; cache in .workerd/.
+test-workerd: setup worker-deps  ## the Worker in workerd against Postgres, over HTTP
+	$(PY) -m pytest -q tests/test_workerd.py
+
+dev-workerd: setup worker-deps  ## like make dev, but the Worker runs in workerd
+	$(PY) -m workerd.dev
 
 # The PWA client kit (client/): unit tests under Node with the real SQLite WASM, and
 # end-to-end tests in Debian's headless Chromium against the real server.
@@ -85,4 +93,4 @@ bench: setup worker-deps  ## benchmarks -> bench/RESULTS.md + results.png (~5 mi
 	$(PY) bench/run.py $(if $(QUICK),--quick --pyodide)
 
 clean:
-	rm -rf .venv .data .pytest_cache .ruff_cache .hypothesis node_modules python_modules .wrangler bench/.work
+	rm -rf .venv .data .pytest_cache .ruff_cache .hypothesis node_modules python_modules .wrangler .workerd bench/.work

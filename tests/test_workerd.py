@@ -16,7 +16,11 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -29,12 +33,12 @@ from typing import Any
 
 import jwt
 import pytest
-from conftest import SECRET, TEMPLATE
+from conftest import ROOT, SECRET, TEMPLATE
 from cryptography.hazmat.primitives.asymmetric import ec
 from helpers import change, new_id, todo
 from test_auth import JwksServer, claims
 
-from devtools.pgcluster import Cluster
+from devtools.pgcluster import Cluster, free_port
 from devtools.token import make_token
 from sync.migrate import connect_url
 from workerd.runner import Workerd
@@ -452,3 +456,52 @@ def test_database_outage_is_503_and_recovers(paged_worker):
         paged_worker.relay.restore()
     assert sync(paged_worker.url, token).status == 200
     assert_alive(paged_worker)
+
+
+def test_make_dev_workerd_serves_and_stops_cleanly(tmp_path):
+    """`make dev-workerd` as a newcomer runs it: its own embedded Postgres, `ready: <url>`,
+    a sync with a `make token` token, and SIGTERM stops workerd and Postgres."""
+    data = tmp_path / "data"
+    port = free_port()
+    env = {**os.environ, "DEV_DATA_DIR": str(data), "PORT": str(port)}
+    for name in ("SUPABASE_JWT_SECRET", "DATABASE_URL", "SUPABASE_URL"):
+        env.pop(name, None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workerd.dev"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line, "make dev-workerd exited early:\n" + "".join(lines)
+            lines.append(line)
+            if line.startswith("ready: "):
+                break
+        base = f"http://127.0.0.1:{port}"
+        assert lines[-1].strip() == f"ready: {base}", "".join(lines)
+        token = subprocess.run(
+            [sys.executable, "-m", "devtools.token"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        row = todo(new_id(), "from make dev-workerd", 1)
+        answer = sync(base, token, [change("todos", "insert", row, 1)])
+        assert answer.status == 200, (answer.body, (data / "workerd.log").read_text()[-3000:])
+        assert answer.body["acceptedIds"] == [1]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, "".join(lines) + rest
+    assert rest.strip().endswith("stopped")
+    assert not (data / "postgres" / "pgdata" / "postmaster.pid").exists()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()

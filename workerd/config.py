@@ -38,7 +38,7 @@ class WorkerConfig:
     host: str = "127.0.0.1"
     port: int = 8787
     settings: dict[str, str] = field(default_factory=dict)  # overrides [vars]
-    # Another main module (bench only: workerd/unguarded_entry.py); src/entry.py is then
+    # Another main module (bench only: workerd/bench_entry.py); src/entry.py is then
     # served as an ordinary module next to it.
     main: Path | None = None
 
