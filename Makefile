@@ -7,7 +7,7 @@ UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 export UV
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: help psql dev-reset dev test token migrate lint format setup clean worker-deps bundle deploy \
+.PHONY: help psql dev-reset client-schema dev test token migrate lint format setup clean worker-deps bundle deploy \
         chromium client-build test-client test-e2e test-server bench dev-workerd test-workerd
 
 setup: .venv/.synced
@@ -28,6 +28,9 @@ psql: setup  ## psql on the dev database (make dev's, or DATABASE_URL)
 
 dev-reset: setup  ## throw the dev database away; the next make dev migrates afresh
 	@$(PY) -m devtools.reset
+
+client-schema: setup  ## write client/src/schema.generated.js from the migrations (DATABASE_URL if set)
+	@$(PY) -m devtools.client_schema
 
 help:  ## list the make targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | \

@@ -6,6 +6,7 @@
 
 import { fetchToken, postSync } from './http.js';
 import { getCursor, maxOutboxId, pendingCount, readOutbox, rejectLocally, settleResponse } from './store.js';
+import { schemaHash } from './schema-hash.js';
 import { EncodeError, encodeChange, errorText } from './transform.js';
 
 /** @typedef {import('./schema.js').Schema} Schema */
@@ -24,6 +25,8 @@ import { EncodeError, encodeChange, errorText } from './transform.js';
  * @property {RetryOptions} [retry]       backoff for network errors and `5xx`
  * @property {number} [timeoutMs]         per request (default 30000)
  * @property {AbortSignal} [signal]       cancels waiting and in-flight requests (nothing local is lost)
+ * @property {boolean} [sendSchemaHash]   send the schema's hash (default true): a server whose schema
+ *   differs answers `409 schema_mismatch` and applies nothing; the outbox stays as it is
  */
 
 /**
@@ -152,6 +155,15 @@ async function runSync(o) {
     return finish({ code: 'no_token', message: 'getToken gave no access token' });
   }
 
+  let hash;
+  if (o.sendSchemaHash !== false) {
+    try {
+      hash = await schemaHash(schema);
+    } catch (e) {
+      return finish({ code: 'local', message: `cannot hash the schema: ${errorText(e)}` });
+    }
+  }
+
   let cursor;
   let upToId;
   try {
@@ -200,7 +212,7 @@ async function runSync(o) {
       }
 
       // 3. one batch to the server
-      const body = JSON.stringify({ lastSyncAt: cursor, changes });
+      const body = JSON.stringify(hash ? { lastSyncAt: cursor, changes, schemaHash: hash } : { lastSyncAt: cursor, changes });
       const res = await postSync({
         url: o.url,
         body,
@@ -228,6 +240,8 @@ async function runSync(o) {
         afterId = entries[entries.length - 1].id;
         continue;
       }
+      // Any other refusal (a 409 schema_mismatch among them) settles nothing: the outbox
+      // and every local row stay as they are, and the error says why.
       if (!res.ok) return finish({ ...(res.error ?? { code: 'unknown', message: '' }), status: res.status });
 
       const problem = checkResponse(res.json);
