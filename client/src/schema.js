@@ -66,6 +66,8 @@
  * @property {Map<string, Table>} byServer   server table name -> table
  */
 
+import { tables as generatedTables } from './schema.generated.js';
+
 const TYPES = new Set(['text', 'uuid', 'integer', 'real', 'boolean', 'json', 'timestamp']);
 const IDENT = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
@@ -156,46 +158,10 @@ function normalizeTable(input) {
   return Object.freeze({ name, server, columns, primaryKey, owner, updatedAt, byName, byServer });
 }
 
-/** The example app's schema: matches the server's `migrations/0002_example_app.sql`. */
-export const exampleSchema = defineSchema([
-  {
-    name: 'projects',
-    primaryKey: 'id',
-    owner: 'userId',
-    columns: {
-      id: { type: 'uuid', notNull: true },
-      userId: 'uuid',
-      name: { type: 'text', notNull: true },
-      color: 'text',
-      updatedAt: { type: 'timestamp', notNull: true },
-    },
-  },
-  {
-    name: 'todos',
-    primaryKey: 'id',
-    owner: 'userId',
-    columns: {
-      id: { type: 'uuid', notNull: true },
-      userId: 'uuid',
-      projectId: 'uuid',
-      title: { type: 'text', notNull: true },
-      done: { type: 'boolean', notNull: true, default: 0 },
-      dueAt: 'timestamp',
-      position: 'real',
-      tags: 'json',
-      updatedAt: { type: 'timestamp', notNull: true },
-    },
-  },
-  {
-    name: 'userSettings',
-    server: 'user_settings',
-    primaryKey: 'userId',
-    owner: 'userId',
-    columns: {
-      userId: { type: 'uuid', notNull: true },
-      theme: 'text',
-      language: 'text',
-      updatedAt: { type: 'timestamp', notNull: true },
-    },
-  },
-]);
+/**
+ * The app's schema, generated from the migrations by `make client-schema`
+ * (client/src/schema.generated.js): the tables are declared once, in SQL, and this is
+ * built from what the server itself reads. For the example app, those of
+ * `migrations/0002_example_app.sql`.
+ */
+export const exampleSchema = defineSchema(generatedTables);
