@@ -5,7 +5,8 @@ per-request round trips, login time and CPU time to the App's own record.
     BENCH_DATABASE_URL=… BENCH_SECRET=… BENCH_RTT_MS=1 BENCH_POOL=1 BENCH_NODELAY=1 \
         BENCH_CONNECT=entry python bench/server.py
 
-BENCH_NODELAY=1 sets TCP_NODELAY on the HTTP server's sockets (src/serve.py does not);
+BENCH_NODELAY=1 sets TCP_NODELAY on the HTTP server's sockets where the host is built on
+`socketserver` and does not set it itself (the strict host in src/serve.py sets it always);
 BENCH_CONNECT=shipped logs in as src/serve.py does (see wire.py).
 
 Prints `ready <port>`, then one JSON log record per request on stdout.
@@ -47,6 +48,7 @@ class MeasuredApp(App):
 def log(record: dict) -> None:
     current = wire.tally()
     record["round_trips"] = current.round_trips
+    record["wire_statements"] = current.statements  # every attempt's, rolled back ones too
     record["connect_ms"] = round(current.connect_ms, 3)
     record["connect_cpu_ms"] = round(current.connect_cpu_ms, 3)
     record["cpu_ms"] = round((time.thread_time() - MeasuredApp._cpu.started) * 1000, 3)
@@ -72,8 +74,8 @@ def main() -> None:
     tune_driver()  # as both hosts do at start-up
     app = MeasuredApp(settings, connect, log=log)
     server = serve(app, "127.0.0.1", 0, None)
-    if env.get("BENCH_NODELAY") == "1":
-        server.RequestHandlerClass.disable_nagle_algorithm = True
+    # BENCH_NODELAY changes nothing now: src/serve.py sets TCP_NODELAY on every connection
+    # and writes each answer in one send.
     # Stops by itself: when the bench closes our stdin (or dies), or after a time limit.
     limit = float(env.get("BENCH_SERVER_MAX_S", "1800"))
     threading.Thread(target=_watch, args=(server, limit), daemon=True).start()
