@@ -3,12 +3,14 @@
 It turns the runtime's request, env and fetch into what `sync` expects, so `sync`
 itself runs unchanged under CPython. Two things here exist because of the runtime:
 
-- One request at a time runs the App in an isolate (`_guard`). pg8000's socket calls are
-  synchronous, yet they yield to the isolate's event loop, so other requests run in
-  between; two requests' driver calls interleaving in one isolate crashed Pyodide in
-  real workerd ("memory access out of bounds"), which aborts every request of the
-  isolate. The guard covers the whole of `App.handle` (token, JWKS fetch, transaction):
-  correct by construction. Its cost per isolate is in bench/RESULTS.md ("workerd").
+- One request at a time does database work in an isolate (`_guard`). pg8000's socket
+  calls are synchronous, yet they yield to the isolate's event loop, so other requests
+  run in between; two requests' driver calls interleaving in one isolate crashed Pyodide
+  in real workerd ("memory access out of bounds"), which aborts every request of the
+  isolate. The App holds the guard around every stretch of driver calls (`exclusive`:
+  connect, transaction, close) — correct by construction, as no driver call happens
+  anywhere else; the token check and the per-user limits run before it, so they can
+  refuse a hog without queueing. Its cost per isolate is in bench/RESULTS.md ("workerd").
 - The body is read with a cap (`_read_body`): a declared `Content-Length` over
   MAX_BODY_BYTES is refused without reading anything, and a body without one is read
   chunk by chunk and no further than one byte past the limit. An isolate has 128 MB;
@@ -95,6 +97,23 @@ def _connector(hyperdrive):
     return connect
 
 
+def _rate_limit(binding):
+    """Cloudflare's rate-limiting binding (`[[ratelimits]]` SYNC_RATE_LIMIT in
+    wrangler.toml), keyed by user id: a limit across isolates and locations. None when
+    the binding is not configured."""
+    if binding is None:
+        return None
+
+    async def admit(user: str) -> bool:
+        from js import Object
+        from pyodide.ffi import to_js
+
+        outcome = await binding.limit(to_js({"key": user}, dict_converter=Object.fromEntries))
+        return bool(outcome.success)
+
+    return admit
+
+
 async def _fetch_json(url: str) -> object:
     response = await workers.fetch(url)
     if not response.ok:
@@ -112,13 +131,20 @@ class Default(workers.WorkerEntrypoint):
             except SettingsError as exc:
                 print(f"sync: bad configuration: {exc}")  # to the Worker's logs only
                 return _to_workers(error_response(ApiError(500, "internal", "misconfigured")))
-            _app = App(settings, _connector(self.env.HYPERDRIVE), _fetch_json)
-            _app_config = config
             # One guard for the isolate's life, whatever the configuration.
             lease = 2 * settings.request_timeout_ms / 1000 + 5
             if _guard is None:
                 _guard = IsolateGuard(lease)
             _guard.lease = lease
+            guard = _guard
+            _app = App(
+                settings,
+                _connector(self.env.HYPERDRIVE),
+                _fetch_json,
+                rate_limit=_rate_limit(getattr(self.env, "SYNC_RATE_LIMIT", None)),
+                exclusive=lambda: guard,
+            )
+            _app_config = config
 
         js_request = getattr(request, "js_object", request)  # SDK wrapper or JS Request
         headers = {name.lower(): value for name, value in js_request.headers}
@@ -129,8 +155,10 @@ class Default(workers.WorkerEntrypoint):
             headers=headers,
             body=body,
         )
-        async with _guard:
-            response = await _app.handle(sync_request)
+        # The App holds the guard around its database work only (see App.exclusive): the
+        # token check and the per-user limits come first, so one user's pile of requests
+        # is refused with 429 instead of queueing in front of everyone else's.
+        response = await _app.handle(sync_request)
         return _to_workers(response)
 
 

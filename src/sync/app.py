@@ -15,6 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -98,10 +99,16 @@ class App:
         log: Callable[[dict[str, Any]], None] = log_line,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         rate_limit: RateLimit | None = None,
+        exclusive: Callable[[], AbstractAsyncContextManager[Any]] | None = None,
     ) -> None:
         self.settings = settings
         self.connect = connect
         self.rate_limit = rate_limit  # a limit across isolates (Workers' binding), if any
+        # Held around every stretch of synchronous database work: the Workers host passes
+        # its isolate guard (two requests' driver calls must not interleave in one isolate).
+        # Admission (auth, limits) happens before it, so a hog's extra requests are
+        # refused at once instead of queueing for the guard.
+        self.exclusive = exclusive or contextlib.nullcontext
         self.inflight = InFlight(settings.max_inflight_per_user, settings.max_inflight)
         # The registry: read from the database catalog (sync.catalog), unless a test or
         # tool gives one in code.
@@ -154,7 +161,7 @@ class App:
                 {"allow": ", ".join((*methods, "OPTIONS"))},
             )
         if request.path == "/api/health":
-            return self._health(trace)
+            return await self._health(trace)
         if request.path == "/api/schema":
             return await self._schema(request, trace)
         return await self._sync(request, trace)
@@ -174,20 +181,22 @@ class App:
     async def _schema(self, request: Request, trace: Trace) -> Response:
         trace.fields["user_id"] = await self.auth.user_id(request.headers.get("authorization"))
         try:
-            loaded = self.schema.fresh(self.connect)
+            async with self.exclusive():
+                loaded = self.schema.fresh(self.connect)
         except DbError as error:
             if not error.transient:
                 raise
             raise ApiError(503, "unavailable", "the database is unavailable; retry later") from None
         return json_response(200, {"schemaHash": loaded.hash, "tables": describe(loaded.registry)})
 
-    def _health(self, trace: Trace) -> Response:
+    async def _health(self, trace: Trace) -> Response:
         try:
-            db = Db(self.connect)
-            try:
-                db.run(sql.HEALTH)
-            finally:
-                db.close()
+            async with self.exclusive():
+                db = Db(self.connect)
+                try:
+                    db.run(sql.HEALTH)
+                finally:
+                    db.close()
         except DbError as error:
             if error.misconfigured:
                 trace.fields["misconfigured"] = _describe(error)
@@ -256,41 +265,60 @@ class App:
             if left_ms < 100:
                 trace.fields["last_error"] = "deadline"
                 raise unavailable("the request ran out of time; retry later")
-            db: Db | None = None
-            try:
-                db = Db(self.connect)
-                trace.phase("connect")
-                body, counts = self._transaction(
-                    db, plan_for, user, cursor, careful, left_ms, trace
-                )
-                return SyncResult(body, counts, db.statements, attempt)
-            except pushing.NeedCareful:
+            async with self.exclusive():
+                outcome = self._attempt(plan_for, user, cursor, careful, left_ms, attempt, trace)
+            if isinstance(outcome, SyncResult):
+                return outcome
+            if outcome == "careful":
                 careful = True
                 attempt -= 1  # not a failure of the database
-                _rollback(db)
-            except pushing.TooManyFailures:
-                raise ApiError(
-                    413,
-                    "payload_too_large",
-                    "too many changes of this batch fail constraints to single them out; "
-                    "send it in smaller parts",
-                ) from None
-            except DbError as error:
-                _rollback(db)
-                trace.fields["last_error"] = error.sqlstate
-                if error.misconfigured:
-                    trace.fields["misconfigured"] = _describe(error)
-                    raise ApiError(500, "internal", "the server is misconfigured") from None
-                if error.timed_out:
-                    raise unavailable("the database is busy; retry later") from None
-                if not error.transient:
-                    raise
-                if attempt >= settings.max_attempts:
-                    raise unavailable() from None
-                await asyncio.sleep(0.05 * 2 ** (attempt - 1))
-            finally:
-                if db is not None:
-                    db.close()
+                continue
+            await asyncio.sleep(0.05 * 2 ** (attempt - 1))  # outside the guard
+
+    def _attempt(
+        self,
+        plan_for: Callable[[Loaded], pushing.Plan],
+        user: str,
+        cursor: Cursor,
+        careful: bool,
+        left_ms: int,
+        attempt: int,
+        trace: Trace,
+    ) -> SyncResult | str:
+        """One try of the transaction, on a connection of its own: its result, or
+        "careful" / "retry" for the caller to act on; terminal failures raise ApiError."""
+        db: Db | None = None
+        try:
+            db = Db(self.connect)
+            trace.phase("connect")
+            body, counts = self._transaction(db, plan_for, user, cursor, careful, left_ms, trace)
+            return SyncResult(body, counts, db.statements, attempt)
+        except pushing.NeedCareful:
+            _rollback(db)
+            return "careful"
+        except pushing.TooManyFailures:
+            raise ApiError(
+                413,
+                "payload_too_large",
+                "too many changes of this batch fail constraints to single them out; "
+                "send it in smaller parts",
+            ) from None
+        except DbError as error:
+            _rollback(db)
+            trace.fields["last_error"] = error.sqlstate
+            if error.misconfigured:
+                trace.fields["misconfigured"] = _describe(error)
+                raise ApiError(500, "internal", "the server is misconfigured") from None
+            if error.timed_out:
+                raise unavailable("the database is busy; retry later") from None
+            if not error.transient:
+                raise
+            if attempt >= self.settings.max_attempts:
+                raise unavailable() from None
+            return "retry"
+        finally:
+            if db is not None:
+                db.close()
 
     def _transaction(
         self,

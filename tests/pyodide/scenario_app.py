@@ -13,7 +13,9 @@ from typing import ClassVar
 import jwt
 
 from sync.app import App
+from sync.app_schema import REGISTRY
 from sync.http import Request
+from sync.schema import MISSING
 from sync.settings import Settings
 
 SECRET = "pyodide-scenario-secret-0123456789abcdef"
@@ -28,10 +30,16 @@ class StandInConnection:
 
     REPLIES = (
         ("SELECT clock_timestamp()", [["2026-11-24T10:00:00Z"]]),
-        ("BEGIN", None),
+        # BEGIN with its SET LOCAL bounds and the registry's stamp.
+        ("BEGIN", [["1"]]),
+        # The registry, as the catalog queries of sync.catalog answer for the example app.
+        ("\nSELECT t.table_name", None),
+        ("\nSELECT child.relname", None),
+        # The push's vet: no other user's key, no parent to check.
+        ("WITH o0 AS", []),
         # The push of PUSHED: the set-based upsert applies it.
         ('INSERT INTO "todos"', [[PUSHED]]),
-        ("WITH cur AS", [[SNAPSHOT, None, None, None, None, None, None]]),
+        ("WITH cur AS", [[SNAPSHOT, None, None, None, None, None, None, None, None]]),
         ("COMMIT", None),
         ("ROLLBACK", None),
     )
@@ -43,6 +51,14 @@ class StandInConnection:
 
     def run(self, sql, **params):
         self.sent.append({"sql": sql[:40], "params": sorted(params)})
+        if sql.startswith("\nSELECT t.table_name"):
+            return catalog_columns()
+        if sql.startswith("\nSELECT child.relname"):
+            return [
+                [t.name, column, parent]
+                for t in REGISTRY.tables
+                for column, parent in sorted(t.references.items())
+            ]
         for start, reply in self.REPLIES:
             if sql.startswith(start):
                 return reply
@@ -50,6 +66,25 @@ class StandInConnection:
 
     def close(self):
         type(self).closed += 1
+
+
+def catalog_columns():
+    """The example app's columns as sync.catalog's COLUMNS query returns them."""
+    names = {"timestamptz": "timestamp with time zone"}
+    return [
+        [
+            t.name,
+            t.primary_key,
+            t.owner,
+            True,
+            c.name,
+            names.get(c.type, c.type),
+            not c.nullable,
+            None if c.default is MISSING else repr(c.default).lower(),
+        ]
+        for t in sorted(REGISTRY.tables, key=lambda t: t.name)
+        for c in t.columns
+    ]
 
 
 def make_token(secret=SECRET, lifetime=3600):
