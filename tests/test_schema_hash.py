@@ -39,3 +39,28 @@ def test_names_and_defaults_for_the_client():
     assert sqlite_default("it's", "text") == "'it''s'"
     assert sqlite_default({"a": 1}, "json") == "'{\"a\":1}'"
     assert sqlite_default(2.5, "real") == 2.5
+
+
+def test_schema_additions_are_in_the_openapi_document(database_url):
+    import json
+
+    import jsonschema
+    from conftest import token_for
+
+    spec = json.loads((ROOT / "docs" / "openapi.json").read_text())
+
+    def check(name, value):
+        schema = {"$ref": f"#/components/schemas/{name}", "components": spec["components"]}
+        jsonschema.Draft202012Validator(schema).validate(value)
+
+    api = Api(build_app(database_url), "package")
+    headers = {"authorization": f"Bearer {token_for(user_id())}"}
+    reply = api.request("GET", "/api/schema", headers=headers)
+    check("Schema", reply.body)
+    body = {"lastSyncAt": None, "changes": [], "schemaHash": "feedfacefeedface"}
+    check("SyncRequest", body)
+    mismatch = api.sync(user_id(), [], schemaHash="feedfacefeedface")
+    assert mismatch.status == 409
+    check("Error", mismatch.body)
+    assert "409" in spec["paths"]["/api/sync"]["post"]["responses"]
+    assert "/api/schema" in spec["paths"]
