@@ -116,6 +116,25 @@ test('network errors and 5xx are retried with the same body, then succeed', asyn
   assert.equal(new Set(srv.requests.map((q) => JSON.stringify(q.body))).size, 1, 'identical body on every attempt');
 });
 
+test('429 rate_limited is retried after Retry-After, with the same body', async () => {
+  const db = await openDb();
+  addTodo(db, 1);
+  const at = [];
+  const srv = await serve((req, body, n) => {
+    at.push(Date.now());
+    if (n === 1) {
+      return { status: 429, headers: { 'Retry-After': '1' }, json: { success: false, error: { code: 'rate_limited', message: 'slow down' } } };
+    }
+    return { json: acceptAll(body) };
+  });
+  const r = await syncWithWorker({ db, url: srv.url, getToken: () => 't', schema, retry: { retries: 2, baseDelayMs: 1, maxDelayMs: 5000 } });
+  assert.equal(r.ok, true, JSON.stringify(r.error));
+  assert.equal(r.retries, 1);
+  assert.ok(at[1] - at[0] >= 950, `waited ${at[1] - at[0]} ms, Retry-After asked for 1000`);
+  assert.equal(new Set(srv.requests.map((q) => JSON.stringify(q.body))).size, 1, 'identical body on every attempt');
+  assert.equal(outbox(db).length, 0);
+});
+
 test('when retries run out the error is reported and nothing is lost', async () => {
   const db = await openDb();
   addTodo(db, 1);
