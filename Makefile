@@ -8,7 +8,7 @@ export UV
 export PATH := $(HOME)/.local/bin:$(PATH)
 
 .PHONY: help psql dev-reset client-schema dev test token migrate lint format setup clean worker-deps bundle deploy \
-        chromium client-build test-client test-e2e test-server bench dev-workerd test-workerd
+        chromium client-build test-client test-e2e test-server bench dev-workerd test-workerd bench-workerd
 
 setup: .venv/.synced
 
@@ -59,6 +59,9 @@ test-workerd: setup worker-deps  ## the Worker in workerd against Postgres, over
 
 dev-workerd: setup worker-deps  ## like make dev, but the Worker runs in workerd
 	$(PY) -m workerd.dev
+
+bench-workerd: setup worker-deps  ## workerd section of bench/RESULTS.md (~4 min; QUICK=1: ~1 min)
+	$(PY) -m workerd.bench $(if $(QUICK),--quick)
 
 # The PWA client kit (client/): unit tests under Node with the real SQLite WASM, and
 # end-to-end tests in Debian's headless Chromium against the real server.
