@@ -244,7 +244,8 @@ def _name(key: tuple) -> str:
     if file == "~":
         return name
     parts = file.replace("\\", "/").split("/")
-    short = "/".join(parts[-2:]) if parts[-2] in ("sync", "pg8000", "json") else parts[-1]
+    inside = len(parts) > 1 and parts[-2] in ("sync", "pg8000", "json")
+    short = "/".join(parts[-2:]) if inside else parts[-1]  # "<string>" has no folder
     return f"{short}:{line}({name})"
 
 

@@ -122,6 +122,7 @@ def markdown(results: dict) -> str:
     parts.append(cost_section(results))
     parts.append(scram_section(results))
     parts.append(profile_section(results))
+    parts.append(hostile_section(results))
     parts.append(problems_section(results, push))
     return "\n\n".join(parts) + "\n"
 
@@ -897,3 +898,243 @@ def pull_pages_item(pages: dict) -> str:
         "plan of `sql.pull`: a page should be an index range scan of about `LIMIT` rows per "
         "table, with JSON built only for the rows kept."
     )
+
+
+# -- the hostile section ---------------------------------------------------------------------
+
+HOSTILE_LABELS = {
+    "valid": "valid: new todos with their project",
+    "missing_parent": "(a) todos under projects that do not exist",
+    "foreign_parent": "(b) todos under another user's project",
+    "foreign_rows": "(c) updates/deletes of another user's rows",
+    "constraint": "(d) k = {k} of the todos fail a CHECK (careful mode)",
+    "oversized": "(e) rows over MAX_ROW_BYTES",
+}
+
+
+def _answered(runs: list[dict]) -> str:
+    """What the answers said, in brief: accepted count and rejection codes (or the
+    error code of a refused request)."""
+    first = runs[0]
+    if first["status"] != 200:
+        return "; ".join(f"{code}" for code in first["codes"]) or DASH
+    codes = ", ".join(f"{num(v)} {code}" for code, v in sorted(first["codes"].items()))
+    return f"{num(first['accepted'])} accepted" + (f"; {codes}" if codes else "")
+
+
+def _spread(runs: list[dict], key: str) -> str:
+    values = sorted({r[key] for r in runs if r.get(key) is not None})
+    if not values:
+        return DASH
+    return num(values[0]) if len(values) == 1 else f"{num(values[0])}{DASH}{num(values[-1])}"
+
+
+def hostile_batches(batches: list[dict], max_row_bytes: int) -> tuple[str, list[str]]:
+    """The per-batch table, and sentences on what it shows (for the text above it)."""
+    rows, notes = [], []
+    for n in sorted({b["n"] for b in batches}):
+        valid = pick(batches, n=n, kind="valid")
+        valid_ms = median(valid, "ms")
+        kinds = sorted(
+            {(b["kind"], b["k"]) for b in batches if b["n"] == n},
+            key=lambda kk: (list(HOSTILE_LABELS).index(kk[0]), kk[1]),
+        )
+        worst: tuple[float, str] | None = None
+        for kind, k in kinds:
+            runs = pick(batches, n=n, kind=kind, k=k)
+            ms = median(runs, "ms")
+            label = HOSTILE_LABELS[kind].format(k=k)
+            statuses = "/".join(str(s) for s in sorted({r["status"] for r in runs}))
+            sent = _spread(runs, "changes")
+            rows.append(
+                [
+                    num(n),
+                    label + ("" if sent == num(n) else f" ({sent} changes)"),
+                    statuses,
+                    num(ms),
+                    ratio(ms, valid_ms) if kind != "valid" else "1",
+                    _spread(runs, "statements"),
+                    _spread(runs, "round_trips"),
+                    _answered(runs),
+                    "yes" if all(r["ok"] for r in runs) else "**no**",
+                ]
+            )
+            if kind != "valid" and ms and (worst is None or ms > worst[0]):
+                worst = (ms, f"{label} ({statuses})")
+        if worst and valid_ms:
+            notes.append(
+                f"at N = {num(n)} the costliest batch is {worst[1]}: {num(worst[0])} ms, "
+                f"{ratio(worst[0], valid_ms)} the valid batch's {num(valid_ms)} ms"
+            )
+    refused = [b for b in batches if b["kind"] == "constraint" and b["status"] == 413]
+    if refused:
+        notes.append(
+            "careful mode stopped at its budget and answered 413 after at most "
+            f"{num(max(b['statements'] for b in refused))} statements "
+            f"(k = {', '.join(num(k) for k in sorted({b['k'] for b in refused}))})"
+        )
+    text = table(
+        [
+            "N",
+            "batch",
+            "status",
+            "wall ms",
+            f"{TIMES} valid",
+            "statements",
+            "round trips",
+            "answer",
+            "as expected",
+        ],
+        rows,
+    )
+    return text, notes
+
+
+def _statuses(stats: dict) -> str:
+    parts = [f"{k}: {num(v)}" for k, v in sorted(stats["statuses"].items())]
+    return ", ".join(parts) or DASH
+
+
+def hostile_section(results: dict) -> str:
+    data = results.get("hostile")
+    if not data:
+        return "## Hostile: one account against the rest\n\nNot run."
+    batches, watch = data["batches"], data["bystander"]
+    batch_table, notes = hostile_batches(batches, data["max_row_bytes"])
+    phases, attacker = watch["phases"], watch["attacker"]
+    names = {"alone": "alone", "attack": "while one account attacks", "after": "alone, after"}
+    bystander_rows = [
+        [
+            names[name],
+            num(p["requests"]),
+            num(p.get("p50_ms"), 1),
+            num(p.get("p95_ms"), 1),
+            num(p.get("p99_ms"), 1),
+            num(p.get("max_ms"), 1),
+            num(p.get("app_p99_ms"), 1),
+            _statuses(p),
+        ]
+        for name, p in phases.items()
+    ]
+    attack_rows = [
+        [
+            side,
+            num(attacker[key]["requests"]),
+            _statuses(attacker[key]),
+            num(attacker[key].get("p50_ms"), 1),
+            num(attacker[key].get("p99_ms"), 1),
+            "; ".join(f"{num(v)}{TIMES} {m}" for m, v in attacker[key]["refusals"].items()) or DASH,
+        ]
+        for side, key in (("heavy batches", "batch"), ("tiny updates", "tiny"))
+    ]
+    alone, hit = phases["alone"], phases["attack"]
+    p99_ratio = ratio(hit.get("p99_ms"), alone.get("p99_ms"))
+    by_errors = hit["errors"] + phases.get("after", {}).get("errors", 0)
+    refused = {
+        status: sum(attacker[k]["statuses"].get(status, 0) for k in attacker)
+        for status in ("429", "503")
+    }
+    other = sum(
+        v
+        for k in attacker
+        for s, v in attacker[k]["statuses"].items()
+        if s not in ("200", "429", "503")
+    )
+    verdict = (
+        "The bystander was never refused and never got an error."
+        if by_errors == 0 and alone["errors"] == 0
+        else f"**The bystander got {num(by_errors)} non-200 answers under attack or after:** "
+        f"{_statuses(hit)}."
+    )
+    return (
+        "## Hostile: what one account can cost, and what the others feel\n\n"
+        "Measured by `bench/hostile.py` on a pooled server at RTT 0, side by side in this "
+        "run. The bench adds a real constraint to its own database, `CHECK "
+        f"(char_length(title) <= {data['title_limit']})` on `todos` (the server knows nothing "
+        "of it), so only Postgres refuses those rows and the server has to find them in "
+        "careful mode.\n\n"
+        "**The worst batch against a valid one of the same size.** Each batch comes from a "
+        "fresh user with a cursor. *Valid*: a new project and N-1 todos under it. (a) N todos "
+        "under random project ids; (b) N todos under another user's project; (c) N/2 updates "
+        "and N/2 deletes of another user's N rows; (d) N todos under the caller's project, k "
+        "of them (spread evenly) over the CHECK; (e) rows just over MAX_ROW_BYTES, which the "
+        f"server under test has at {num(data['max_row_bytes'])} bytes (the setting's "
+        "minimum, so that such batches still fit in MAX_BODY_BYTES; as many as fit are sent). "
+        "Statements are every `run` the server made on its connection, attempts that were "
+        "rolled back included (careful mode reruns the batch); wall time is the client's. "
+        "*As expected*: the other user's rows are unchanged, and the caller holds exactly "
+        "the todos the answer accepted (none after an error). Median wall time of "
+        f"{results['meta']['config'].get('hostile_reps', 1)} interleaved repetition(s); "
+        "statements and round trips as the range over them.\n\n"
+        + batch_table
+        + "\n\n"
+        + ("In short: " + "; ".join(notes) + ".\n\n" if notes else "")
+        + "**A bystander while another account attacks.** One user syncs in a loop (one new "
+        "todo and the pull, with its cursor, 10 ms apart) on its own keep-alive connection: "
+        f"{watch['seconds']:g} s alone, then {watch['seconds']:g} s while one other account "
+        f"attacks from a separate process — {watch['batch_threads']} connections looping "
+        f"{num(watch['attack_n'])}-change hostile batches (updates of its {watch['hot_rows']} "
+        f"hot rows, {watch['attack_k']} rows over the CHECK, the rest under missing projects) "
+        f"and {watch['tiny_threads']} connections each looping a one-row update of one of "
+        "those hot rows — waiting only "
+        f"{watch['pause_s'] * 1000:g} ms after a refusal, whatever Retry-After says; then "
+        f"{watch['seconds'] / 2:g} s alone again. *In App p99* is the server's own time "
+        "(App.handle) for the bystander's requests; the rest of its latency is the HTTP host "
+        "and waiting for a thread or a core. Server, Postgres and both clients share the same "
+        "2 cores.\n\n"
+        + table(
+            [
+                "bystander",
+                "syncs",
+                "p50 ms",
+                "p95 ms",
+                "p99 ms",
+                "max ms",
+                "in App p99 ms",
+                "statuses",
+            ],
+            bystander_rows,
+        )
+        + "\n\n"
+        + table(["attacker", "requests", "statuses", "p50 ms", "p99 ms", "refusals"], attack_rows)
+        + "\n\n"
+        + f"{verdict} Its p99 under attack was {p99_ratio} its p99 alone"
+        f" ({num(hit.get('p99_ms'), 1)} against {num(alone.get('p99_ms'), 1)} ms). "
+        + _attack_meaning(watch, refused, other, hit)
+    )
+
+
+def _attack_meaning(watch: dict, refused: dict[str, int], other: int, hit: dict) -> str:
+    """What the attacker got and what that says, from this run's counts and messages."""
+    attacker = watch["attacker"]
+    messages: dict[str, int] = {}
+    for side in attacker.values():
+        for message, count in side["refusals"].items():
+            messages[message] = messages.get(message, 0) + count
+    cap = sum(v for m, v in messages.items() if m.startswith("503") and "connection limit" in m)
+    busy = refused["503"] - cap
+    admitted = sum(side["statuses"].get("200", 0) for side in attacker.values())
+    parts = [
+        f"The attacker got {num(refused['429'])} {TIMES} 429 (the per-user in-flight limit, "
+        "answered before any database work) and "
+        f"{num(refused['503'])} {TIMES} 503 in {watch['attack_s']:.1f} s"
+    ]
+    if refused["503"]:
+        parts.append(
+            f" — {num(cap)} of them the local host's connection cap turning away its surplus "
+            f"connections, {num(busy)} a bound running out in the database (lock or statement "
+            "timeout, request deadline)"
+        )
+    if other:
+        parts.append(f"; {num(other)} of its requests found their connection closed")
+    parts.append(f"; {num(admitted)} of its requests were admitted and answered 200. ")
+    inside = hit.get("app_p99_ms")
+    if inside is not None and hit.get("p99_ms"):
+        parts.append(
+            f"Of the bystander's p99 under attack, {num(inside, 1)} ms was spent inside "
+            "App.handle: its own transaction, on rows no other user touches, which includes "
+            "waiting for the interpreter lock of the one server process that is also "
+            "answering the attacker, and for the cores Postgres and the attacker share; "
+            "the rest is the HTTP host and the client."
+        )
+    return "".join(parts)

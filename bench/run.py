@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 sys.path.append(str(ROOT / "bench"))  # the probes also run under Pyodide, as top-level modules
 
-from bench import findings, harness, inprocess, report, scenarios  # noqa: E402
+from bench import findings, harness, hostile, inprocess, report, scenarios  # noqa: E402
 from bench.data import Rows  # noqa: E402
 from bench.harness import say  # noqa: E402
 
@@ -51,6 +51,16 @@ class Config:
     pages_n: int = 30_000
     pyodide: bool = True
     durable: bool = True
+    # The hostile section (bench/hostile.py)
+    hostile_sizes: list[int] = field(default_factory=lambda: [1000, 10_000])
+    hostile_ks: list[int] = field(default_factory=lambda: [1, 10, 100])
+    hostile_reps: int = 3
+    bystander_seconds: float = 10.0
+    attack_batch_threads: int = 4
+    attack_tiny_threads: int = 100
+    attack_n: int = 1000
+    attack_k: int = 10
+    attack_pause_s: float = 0.05
 
     @classmethod
     def quick(cls) -> Config:
@@ -72,6 +82,12 @@ class Config:
             pages_n=3000,
             pyodide=False,
             durable=False,
+            hostile_sizes=[100],
+            hostile_ks=[1, 40],
+            hostile_reps=1,
+            bystander_seconds=1.0,
+            attack_tiny_threads=20,
+            attack_n=100,
         )
 
 
@@ -193,6 +209,8 @@ def measure(cfg: Config, log: Clock) -> dict:
             url, harness.SECRET, rows, cfg.pages_n, 1
         )
         log(f"page times of a {cfg.pages_n}-row initial sync taken")
+        results["hostile"] = hostile.measure(url, rows, cfg, log)
+        log("hostile section: worst batches and a bystander under attack measured")
         results["meta_postgres"] = _postgres_version(url)
     results["probe"] = probes(cfg, log)
     return results

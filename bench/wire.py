@@ -40,6 +40,7 @@ class Tally:
     """What the connections of one request did (one per thread: a request owns a thread)."""
 
     round_trips: int = 0
+    statements: int = 0  # `run` calls, of every attempt (a rolled-back one included)
     connects: int = 0
     connect_ms: float = 0.0
     connect_cpu_ms: float = 0.0
@@ -91,6 +92,7 @@ class Wired:
 
     def run(self, sql: str, **params: Any) -> Any:
         self.stream.live = True
+        tally().statements += 1
         try:
             return self.con.run(sql, **params)
         except pg8000.native.DatabaseError:

@@ -1,5 +1,6 @@
 """`make bench` keeps working: its quick mode runs every scenario on small sizes against a
-real Postgres and real HTTP, and checks nothing was lost. No timing is asserted here;
+real Postgres and real HTTP, and checks nothing was lost; its hostile section leaves other
+users' rows alone and a bystander unrefused while one account attacks. No timing is asserted here;
 bench/RESULTS.md holds the measurements."""
 
 import json
@@ -21,4 +22,18 @@ def test_bench_quick_mode_runs_and_loses_nothing(tmp_path):
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["concurrency"], "no concurrency scenario ran"
     assert all(c["lost"] == 0 and c["errors"] == 0 for c in results["concurrency"])
-    assert (tmp_path / "RESULTS.md").read_text().startswith("# Sync Worker benchmark")
+    hostile = results["hostile"]
+    kinds = {b["kind"] for b in hostile["batches"]}
+    assert kinds >= {"valid", "missing_parent", "foreign_parent", "foreign_rows", "constraint"}
+    # No hostile batch touched the other user's rows or left the attacker other rows than
+    # its answer accepted.
+    assert all(b["ok"] for b in hostile["batches"]), [b for b in hostile["batches"] if not b["ok"]]
+    # The bystander kept syncing through the attack, and was never refused or errored.
+    phases = hostile["bystander"]["phases"]
+    assert phases["attack"]["requests"] > 0
+    assert all(p["errors"] == 0 for p in phases.values()), phases
+    attacker = hostile["bystander"]["attacker"]
+    assert sum(side["statuses"].get("429", 0) for side in attacker.values()) > 0
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert text.startswith("# Sync Worker benchmark")
+    assert "## Hostile" in text
