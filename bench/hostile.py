@@ -224,6 +224,7 @@ class Tallies:
     statuses: Counter[str] = field(default_factory=Counter)
     refusals: Counter[str] = field(default_factory=Counter)
     latencies: list[float] = field(default_factory=list)
+    ok_latencies: list[float] = field(default_factory=list)  # of the answers that were 200
     request_ids: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -232,7 +233,9 @@ class Tallies:
             self.statuses[sent.status] += 1
             if sent.ms is not None:
                 self.latencies.append(sent.ms)
+            if sent.status == "200":  # answered by the App, so it has a log record
                 self.request_ids.append(sent.request_id)
+                self.ok_latencies.append(sent.ms)
             if sent.status != "200":
                 error = sent.body.get("error", {}) if isinstance(sent.body, dict) else {}
                 self.refusals[f"{sent.status} {error.get('message', '')}"[:90].strip()] += 1
@@ -257,20 +260,69 @@ def _post(client: Client, body: bytes) -> Sent:
     return Sent(str(answer.status), answer.ms, answer.body, answer.request_id)
 
 
+@dataclass
+class Bystander:
+    """A user syncing small batches: each sync one new todo and one update of a row it
+    held from the start (a row the attacker's batches name too), then the pull."""
+
+    device: Device
+    held: list[dict[str, Any]]
+    reconnect: bool  # a new connection for every sync (else one kept-alive connection)
+    next_id: int = 1
+
+
 def _bystander_loop(
-    device: Device, rows: Rows, rows_lock: threading.Lock, stop: threading.Event, out: Tallies
+    who: Bystander, rows: Rows, rows_lock: threading.Lock, stop: threading.Event, out: Tallies
 ) -> None:
-    """Small syncs one after another, as a device does: 1 new todo, pull, next cursor."""
-    next_id = 1
+    device = who.device
     while not stop.is_set() and len(out.latencies) < 100_000:
         with rows_lock:
             todo = rows.todos(1, device.project)
-        sent = _post(device.client, encode(changes(todo, next_id), device.cursor))
-        next_id += 1
+        mine = who.held[who.next_id % len(who.held)]
+        update = {**mine, "title": f"mine {who.next_id}", "updated_at": iso(datetime.now(UTC))}
+        batch = changes(todo, who.next_id) + changes([update], who.next_id + 1, op="update")
+        who.next_id += 2
+        if who.reconnect:
+            device.client.close()  # http.client opens a new connection for the next request
+        sent = _post(device.client, encode(batch, device.cursor))
         out.add(sent)
         if sent.status == "200":
             device.cursor = sent.body["newServerTimestamp"]
         time.sleep(0.01)
+
+
+TITLES_HELD = "held"
+HELD = 4  # rows each bystander holds from the start, and updates in turn
+BYSTANDERS = {"kept-alive": False, "new connection": True}
+
+
+def _bystander(server: Server, rows: Rows, reconnect: bool) -> Bystander:
+    device = new_device(server, rows)
+    held = [
+        {**r, "title": f"{TITLES_HELD} {i}"} for i, r in enumerate(rows.todos(HELD, device.project))
+    ]
+    answer = device.client.sync(changes(held, 10**6), device.cursor)
+    if answer.status != 200 or len(answer.body["acceptedIds"]) != HELD:
+        raise RuntimeError(f"bystander set-up failed: {answer.status}")
+    server.record(answer.request_id)
+    device.cursor = answer.body["newServerTimestamp"]
+    return Bystander(device, held, reconnect)
+
+
+def _intact(url: str, who: Bystander) -> bool:
+    """The bystander's held rows are all there and carry its own last writes."""
+    con = admin(url)
+    try:
+        found = con.run(
+            "SELECT title FROM todos WHERE user_id = CAST(:u AS uuid) AND id::text = ANY(:ids)",
+            u=who.device.client.user,
+            ids=[r["id"] for r in who.held],
+        )
+    finally:
+        con.close()
+    return len(found) == len(who.held) and all(
+        t[0].startswith("mine") or t[0].startswith(TITLES_HELD) for t in found
+    )
 
 
 def _rows_locked(rows: Rows, lock: threading.Lock, count: int, project: str) -> list[dict]:
@@ -287,6 +339,7 @@ class Attack:
     user: str
     project: str
     hot: list[dict[str, Any]]  # the attacker's rows that every request piles onto
+    foreign: list[dict[str, Any]]  # the bystanders' rows, which its batches also name
     batch_threads: int
     tiny_threads: int
     n: int
@@ -298,13 +351,19 @@ class Attack:
 def _attack_batch(attack: Attack, rows: Rows, lock: threading.Lock) -> bytes:
     """The attacker's heavy batch: updates of its hot rows (ON CONFLICT locks them for the
     whole transaction, stale or not), k new rows that fail the CHECK (so careful mode
-    runs), the rest new rows under projects that do not exist."""
+    runs), the rest new rows under projects that do not exist; and, on top, updates and
+    deletes of the bystanders' held rows (which must neither apply nor lock)."""
     fresh = _rows_locked(rows, lock, attack.n, attack.project)
     updates = [{**new, "id": old["id"]} for old, new in zip(attack.hot, fresh, strict=False)]
     bad = [{**row, "title": "x" * (TITLE_LIMIT + 1)} for row in fresh[len(updates) :][: attack.k]]
     with lock:
         orphans = [{**r, "project_id": rows.uuid()} for r in fresh[len(updates) + attack.k :]]
     batch = changes(updates, op="update") + changes(bad + orphans, first_id=len(updates) + 1)
+    now = iso(datetime.now(UTC))  # newer than the bystanders' writes so far
+    taken = [{**r, "title": "taken over", "updated_at": now} for r in attack.foreign[::2]]
+    batch += changes(taken, first_id=len(batch) + 1, op="update")
+    gone = [{"id": r["id"], "updated_at": now} for r in attack.foreign[1::2]]
+    batch += changes(gone, first_id=len(batch) + 1, op="delete")
     return encode(batch, None)
 
 
@@ -373,8 +432,9 @@ def bystander(
     pause: float,
     log: Callable[[str], None],
 ) -> dict[str, Any]:
-    """The bystander alone, under attack, and alone again, on one pooled server (RTT 0,
-    default settings). The attacker is one account: `batch_threads` connections looping
+    """Two bystanders (one on a kept-alive connection, one opening a new connection per
+    sync) alone, under attack, and alone again, on one pooled server (RTT 0, default
+    settings). The attacker is one account: `batch_threads` connections looping
     heavy batches and `tiny_threads` connections each looping a one-row update of the same
     few hot rows; after a refusal an attacker waits only `pause` seconds, whatever
     Retry-After says."""
@@ -388,12 +448,16 @@ def bystander(
             raise RuntimeError(f"attacker set-up failed: {answer.status}")
         server.record(answer.request_id)
         attacker.client.close()
+        bystanders = {
+            kind: _bystander(server, rows, reconnect) for kind, reconnect in BYSTANDERS.items()
+        }
         attack = Attack(
             server.port,
             attacker.client.auth,
             attacker.client.user,
             attacker.project,
             hot,
+            [r for who in bystanders.values() for r in who.held],
             batch_threads,
             tiny_threads,
             attack_n,
@@ -401,22 +465,30 @@ def bystander(
             pause,
             seed=rows.rng.getrandbits(32),
         )
-        target = new_device(server, rows)
-        phases: dict[str, Tallies] = {}
+        phases: dict[str, dict[str, Tallies]] = {}
 
         def measured(name: str, length: float) -> None:
-            tallies = phases[name] = Tallies()
             stop = threading.Event()
-            thread = threading.Thread(
-                target=_bystander_loop, args=(target, rows, lock, stop, tallies), daemon=True
-            )
-            thread.start()
+            threads = []
+            for kind, who in bystanders.items():
+                tallies = phases.setdefault(kind, {})[name] = Tallies()
+                threads.append(
+                    threading.Thread(
+                        target=_bystander_loop,
+                        args=(who, rows, lock, stop, tallies),
+                        daemon=True,
+                    )
+                )
+            for thread in threads:
+                thread.start()
             time.sleep(length)
             stop.set()
-            thread.join(120)
+            for thread in threads:
+                thread.join(120)
+            for kind in bystanders:
+                log(f"bystander ({kind}) {name}: {_summary(phases[kind][name])}")
 
         measured("alone", seconds)
-        log(f"bystander alone: {_summary(phases['alone'])}")
         stop = context.Event()
         ours, theirs = context.Pipe()
         process = context.Process(target=_attack, args=(attack, stop, theirs), daemon=True)
@@ -436,16 +508,22 @@ def bystander(
             if process.is_alive():
                 process.kill()
                 process.join()
-        log(f"bystander under attack: {_summary(phases['attack'])}")
         sides = attacked["sides"]
         log(
             f"attacker: heavy {sides['batch']['statuses']}, tiny {sides['tiny']['statuses']} "
             f"in {attacked['seconds']:.1f} s"
         )
         measured("after", seconds / 2)
-        log(f"bystander after: {_summary(phases['after'])}")
-        target.client.close()
-        inside = {name: _inside(server, t) for name, t in phases.items()}
+        for who in bystanders.values():
+            who.device.client.close()
+        intact = {kind: _intact(url, who) for kind, who in bystanders.items()}
+        stats = {
+            kind: {
+                name: {**_stats(t, ok_only=True), **_inside(server, t)}
+                for name, t in by_phase.items()
+            }
+            for kind, by_phase in phases.items()
+        }
         server.forget()
     return {
         "seconds": seconds,
@@ -456,7 +534,9 @@ def bystander(
         "attack_k": attack_k,
         "pause_s": pause,
         "hot_rows": len(hot),
-        "phases": {name: {**_stats(t), **inside[name]} for name, t in phases.items()},
+        "held_rows": HELD,
+        "bystanders": stats,
+        "intact": intact,
         "attacker": sides,
     }
 
@@ -473,8 +553,11 @@ def _inside(server: Server, tallies: Tallies) -> dict[str, Any]:
     }
 
 
-def _stats(tallies: Tallies) -> dict[str, Any]:
-    ms = tallies.latencies
+def _stats(tallies: Tallies, ok_only: bool = False) -> dict[str, Any]:
+    """Counts and latency percentiles: of every answer, or with `ok_only` of the syncs
+    answered 200 (a bystander's wait for a sync that worked; a quick refusal is not a
+    fast sync)."""
+    ms = tallies.ok_latencies if ok_only else tallies.latencies
     statuses = dict(tallies.statuses)
     out: dict[str, Any] = {
         "requests": sum(statuses.values()),
@@ -494,11 +577,11 @@ def _stats(tallies: Tallies) -> dict[str, Any]:
 
 
 def _summary(tallies: Tallies) -> str:
-    s = _stats(tallies)
+    s = _stats(tallies, ok_only=True)
     if "p99_ms" not in s:
         return f"{s['requests']} requests, statuses {s['statuses']}"
     return (
-        f"{s['requests']} syncs, p50 {s['p50_ms']:.1f} ms, p99 {s['p99_ms']:.1f} ms, "
+        f"{s['requests']} syncs, p50 {s['p50_ms']:.1f} ms, p99 {s['p99_ms']:.1f} ms (of 200s), "
         f"statuses {s['statuses']}"
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import statistics
 from pathlib import Path
 from typing import Any
@@ -97,8 +98,19 @@ def rtt_name(rtt: float) -> str:
 # -- the document --------------------------------------------------------------------------------
 
 
+# A section another tool writes into RESULTS.md between `<!-- name:begin -->` and
+# `<!-- name:end -->` (e.g. `make bench-workerd`): kept as it is when the rest is redrawn.
+FOREIGN_SECTION = re.compile(r"<!-- ([\w-]+):begin -->.*?<!-- \1:end -->\n?", re.DOTALL)
+
+
 def write(results: dict, out: Path) -> None:
-    (out / "RESULTS.md").write_text(markdown(results))
+    path = out / "RESULTS.md"
+    old = path.read_text() if path.exists() else ""
+    blocks = [m.group(0).rstrip("\n") for m in FOREIGN_SECTION.finditer(old)]
+    text = markdown(results)
+    if blocks:
+        text = text.rstrip("\n") + "\n\n" + "\n\n".join(blocks) + "\n"
+    path.write_text(text)
     try:
         plot(results, out / "results.png")
     except ImportError:  # matplotlib is a dev dependency; the tables do not need it
@@ -995,16 +1007,45 @@ def _statuses(stats: dict) -> str:
     return ", ".join(parts) or DASH
 
 
+def _verdict(kind: str, phases: dict, intact: bool | None) -> str:
+    """One sentence per bystander: what it got under attack, against alone."""
+    alone, hit = phases["alone"], phases["attack"]
+    errors = sum(p["errors"] for p in phases.values())
+    reasons = {}
+    for p in phases.values():
+        for message, count in p.get("refusals", {}).items():
+            reasons[message] = reasons.get(message, 0) + count
+    top = max(reasons, key=reasons.get) if reasons else None
+    got = (
+        "was never refused and never got an error"
+        if errors == 0
+        else f"**got {num(errors)} answers other than 200** (under attack: {_statuses(hit)}; "
+        f"most often {top!r})"
+    )
+    rows = (
+        ""
+        if intact is None
+        else "; its held rows, which the attacker's batches updated and deleted, "
+        + ("kept its own writes" if intact else "**were changed by the attacker**")
+    )
+    return (
+        f"The {kind} bystander {got}; its p99 under attack was "
+        f"{ratio(hit.get('p99_ms'), alone.get('p99_ms'))} its p99 alone "
+        f"({num(hit.get('p99_ms'), 1)} against {num(alone.get('p99_ms'), 1)} ms){rows}."
+    )
+
+
 def hostile_section(results: dict) -> str:
     data = results.get("hostile")
     if not data:
         return "## Hostile: one account against the rest\n\nNot run."
     batches, watch = data["batches"], data["bystander"]
     batch_table, notes = hostile_batches(batches, data["max_row_bytes"])
-    phases, attacker = watch["phases"], watch["attacker"]
+    bystanders, attacker = watch["bystanders"], watch["attacker"]
     names = {"alone": "alone", "attack": "while one account attacks", "after": "alone, after"}
     bystander_rows = [
         [
+            kind,
             names[name],
             num(p["requests"]),
             num(p.get("p50_ms"), 1),
@@ -1014,6 +1055,7 @@ def hostile_section(results: dict) -> str:
             num(p.get("app_p99_ms"), 1),
             _statuses(p),
         ]
+        for kind, phases in bystanders.items()
         for name, p in phases.items()
     ]
     attack_rows = [
@@ -1027,9 +1069,6 @@ def hostile_section(results: dict) -> str:
         ]
         for side, key in (("heavy batches", "batch"), ("tiny updates", "tiny"))
     ]
-    alone, hit = phases["alone"], phases["attack"]
-    p99_ratio = ratio(hit.get("p99_ms"), alone.get("p99_ms"))
-    by_errors = hit["errors"] + phases.get("after", {}).get("errors", 0)
     refused = {
         status: sum(attacker[k]["statuses"].get(status, 0) for k in attacker)
         for status in ("429", "503")
@@ -1040,12 +1079,11 @@ def hostile_section(results: dict) -> str:
         for s, v in attacker[k]["statuses"].items()
         if s not in ("200", "429", "503")
     )
-    verdict = (
-        "The bystander was never refused and never got an error."
-        if by_errors == 0 and alone["errors"] == 0
-        else f"**The bystander got {num(by_errors)} non-200 answers under attack or after:** "
-        f"{_statuses(hit)}."
+    verdicts = " ".join(
+        _verdict(kind, phases, watch.get("intact", {}).get(kind))
+        for kind, phases in bystanders.items()
     )
+    kept = next(iter(bystanders.values()))["attack"]
     return (
         "## Hostile: what one account can cost, and what the others feel\n\n"
         "Measured by `bench/hostile.py` on a pooled server at RTT 0, side by side in this "
@@ -1069,22 +1107,27 @@ def hostile_section(results: dict) -> str:
         + batch_table
         + "\n\n"
         + ("In short: " + "; ".join(notes) + ".\n\n" if notes else "")
-        + "**A bystander while another account attacks.** One user syncs in a loop (one new "
-        "todo and the pull, with its cursor, 10 ms apart) on its own keep-alive connection: "
+        + "**Bystanders while another account attacks.** Two users sync in a loop, 10 ms "
+        "apart, each sync one new todo, one update of one of the "
+        f"{watch.get('held_rows', 0)} rows it held from the start, and the pull with its "
+        "cursor: one on a kept-alive connection, one opening a new connection for every sync. "
         f"{watch['seconds']:g} s alone, then {watch['seconds']:g} s while one other account "
         f"attacks from a separate process — {watch['batch_threads']} connections looping "
         f"{num(watch['attack_n'])}-change hostile batches (updates of its {watch['hot_rows']} "
-        f"hot rows, {watch['attack_k']} rows over the CHECK, the rest under missing projects) "
-        f"and {watch['tiny_threads']} connections each looping a one-row update of one of "
-        "those hot rows — waiting only "
-        f"{watch['pause_s'] * 1000:g} ms after a refusal, whatever Retry-After says; then "
-        f"{watch['seconds'] / 2:g} s alone again. *In App p99* is the server's own time "
-        "(App.handle) for the bystander's requests; the rest of its latency is the HTTP host "
-        "and waiting for a thread or a core. Server, Postgres and both clients share the same "
-        "2 cores.\n\n"
+        f"hot rows, {watch['attack_k']} rows over the CHECK, the rest under missing projects, "
+        "plus updates and deletes of the bystanders' held rows) and "
+        f"{watch['tiny_threads']} connections each looping a one-row update of one of its hot "
+        f"rows — waiting only {watch['pause_s'] * 1000:g} ms after a refusal, whatever "
+        f"Retry-After says; then {watch['seconds'] / 2:g} s alone again. *In App p99* is the "
+        "server's own time (App.handle) for the bystander's requests answered 200; the rest "
+        "of its latency is the HTTP host and waiting for a thread or a core. A bystander's "
+        "percentiles are over its syncs answered 200 (refusals are counted in *statuses*); "
+        "an attacker's over every answer. Server, Postgres "
+        "and both clients share the same 2 cores.\n\n"
         + table(
             [
                 "bystander",
+                "phase",
                 "syncs",
                 "p50 ms",
                 "p95 ms",
@@ -1098,9 +1141,9 @@ def hostile_section(results: dict) -> str:
         + "\n\n"
         + table(["attacker", "requests", "statuses", "p50 ms", "p99 ms", "refusals"], attack_rows)
         + "\n\n"
-        + f"{verdict} Its p99 under attack was {p99_ratio} its p99 alone"
-        f" ({num(hit.get('p99_ms'), 1)} against {num(alone.get('p99_ms'), 1)} ms). "
-        + _attack_meaning(watch, refused, other, hit)
+        + verdicts
+        + " "
+        + _attack_meaning(watch, refused, other, kept)
     )
 
 
@@ -1131,8 +1174,9 @@ def _attack_meaning(watch: dict, refused: dict[str, int], other: int, hit: dict)
     inside = hit.get("app_p99_ms")
     if inside is not None and hit.get("p99_ms"):
         parts.append(
-            f"Of the bystander's p99 under attack, {num(inside, 1)} ms was spent inside "
-            "App.handle: its own transaction, on rows no other user touches, which includes "
+            f"Of the kept-alive bystander's p99 under attack, {num(inside, 1)} ms was spent inside "
+            "App.handle: its own transaction (on its own rows, which the attacker names but "
+            "the vet never locks), which includes "
             "waiting for the interpreter lock of the one server process that is also "
             "answering the attacker, and for the cores Postgres and the attacker share; "
             "the rest is the HTTP host and the client."
