@@ -7,9 +7,11 @@ Two measurements, each side by side with its honest counterpart in the same run:
   oversized rows) against a valid batch of the same size, from fresh devices on one server.
   Per batch: wall time, statements (every attempt's, from the bench's connection),
   round trips, status, and what the answer said.
-- `bystander`: one user syncing small batches in a loop, alone, then while one hostile
-  account floods the server (hostile batches plus ~100 tiny requests piling onto the same
-  rows), then alone again: its latency percentiles, and every status both sides got.
+- `bystander`: two users syncing small batches in a loop (one on a kept-alive connection,
+  one on a new connection per sync), alone, then while one hostile account floods the
+  server from another process (hostile batches that also name the bystanders' rows, plus
+  ~100 tiny requests piling onto the same rows), then alone again: their latency
+  percentiles, every status both sides got, and whether the bystanders' rows held.
 
 The constraint is real: the bench adds a CHECK on `todos.title` to its own database
 (`TITLE_CHECK`), which the server knows nothing of, so only Postgres can refuse those rows.
@@ -52,15 +54,6 @@ KINDS = (
     "constraint",
     "oversized",
 )
-LABELS = {
-    "valid": "valid: new todos with their project",
-    "missing_parent": "(a) todos naming projects that do not exist",
-    "foreign_parent": "(b) todos naming another user's project",
-    "foreign_rows": "(c) updates and deletes of another user's rows",
-    "constraint": "(d) {k} of the todos fail a CHECK (careful mode)",
-    "oversized": "(e) rows over MAX_ROW_BYTES",
-}
-
 
 # -- section 1: the worst batch against a valid one ---------------------------------------
 
