@@ -416,9 +416,7 @@ class Connection:
         except OSError:
             pass  # the client went away (reset, broken pipe): nothing to answer
         except Exception as error:  # never a traceback per connection; one log line
-            self.server.app.log(
-                {"msg": "host_error", "exception": type(error).__name__, "detail": str(error)}
-            )
+            self.server.log({"msg": "host_error", "exception": type(error).__name__})
         finally:
             if self.runner is not None:
                 self.runner.close()
@@ -482,7 +480,11 @@ class Connection:
             except Closed:
                 raise Refusal(400, "the connection ended inside the request body") from None
         request = Request(head.method, head.path, headers, body)
-        return self._run(app.handle(request)), in_step
+        try:
+            return self._run(app.handle(request)), in_step
+        except Exception as error:  # App.handle answers its own errors; this is a host fault
+            self.server.log({"msg": "host_error", "exception": type(error).__name__})
+            raise Refusal(500, "internal server error", "internal") from None
 
     def _continue(self, head: Head) -> None:
         if head.headers.get("expect", "").lower() == "100-continue" and head.version >= (1, 1):
@@ -503,6 +505,7 @@ class Connection:
         parts: list[bytes] = []
         total = 0
         authenticated = False
+        most = max(1024, cap // 256)  # tiny chunks cost a loop each: bounded in number
         self._continue(head)
         try:
             while True:
@@ -513,6 +516,8 @@ class Connection:
                 n = int(size.group(1), 16)
                 if n == 0:
                     break
+                if len(parts) >= most:
+                    raise Refusal(400, f"more than {most} chunks")
                 if total + n > cap:
                     raise Refusal(413, f"body is over MAX_BODY_BYTES ({cap})", "payload_too_large")
                 if total + n > limits.unauthenticated_body and not authenticated:
@@ -535,7 +540,18 @@ class Connection:
             raise Refusal(400, "the connection ended inside the request body") from None
 
     def _refuse(self, refusal: Refusal, head: Head | None) -> None:
-        response = error_response(refusal.error)
+        error = refusal.error
+        self.server.log(
+            {
+                "msg": "refused",  # by the host, before or instead of the App
+                "method": head.method if head is not None else None,
+                "path": head.path[:200] if head is not None else None,
+                "status": error.status,
+                "error": error.code,
+                "reason": error.message,
+            }
+        )
+        response = error_response(error)
         origin = head.headers.get("origin") if head is not None else None
         response.headers.update(cors_headers(origin, self.server.app.settings.allowed_origins))
         # A client too slow to send its request is not waited for long after the answer.
@@ -575,7 +591,8 @@ class Server:
         self.app = app
         self.static_root = static_root
         self.limits = limits
-        self.budget = Budget(limits.buffer_budget)
+        # At least one body of the largest size the App takes must fit.
+        self.budget = Budget(max(limits.buffer_budget, app.settings.max_body_bytes))
         self.socket = socket.create_server((host, port), backlog=limits.backlog)
         self.socket.setblocking(False)
         self.server_address = self.socket.getsockname()
@@ -586,6 +603,12 @@ class Server:
         self._wake_w.setblocking(False)
         self._running = False
         self._stopped = threading.Event()
+
+    def log(self, record: dict[str, Any]) -> None:
+        """The App's log, for what the host itself refuses; a failing log never takes a
+        connection down."""
+        with contextlib.suppress(Exception):
+            self.app.log(record)
 
     @property
     def active(self) -> int:

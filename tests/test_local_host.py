@@ -135,8 +135,16 @@ def start(database_url: str, capfd: pytest.CaptureFixture[str]) -> Iterator[Any]
     the tests sent made a traceback) at the end."""
     servers: list[Server] = []
 
-    def make(limits: Limits | None = None, static_root: Path | None = None, **env: str) -> int:
-        server = serve(build_app(database_url, **env), "127.0.0.1", 0, static_root, limits)
+    def make(
+        limits: Limits | None = None,
+        static_root: Path | None = None,
+        log: Any = None,
+        **env: str,
+    ) -> int:
+        app = build_app(database_url, **env)
+        if log is not None:
+            app.log = log
+        server = serve(app, "127.0.0.1", 0, static_root, limits)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
         return server.server_address[1]
@@ -268,6 +276,17 @@ def test_malformed_chunk_sizes_are_400(start, size):
     assert client.closed()
 
 
+def test_a_body_of_tiny_chunks_is_bounded_in_chunks(start):
+    client = Client(start(MAX_BODY_BYTES="65536"))  # at most 1024 chunks
+    head = request(
+        "POST", "/api/sync", b"", sync_head(user_id(), {"Transfer-Encoding": "chunked"}), False
+    )
+    client.send(head + b"1\r\n \r\n" * 1100 + b"0\r\n\r\n")
+    answer = client.answer()
+    assert answer.status == 400 and answer.error_code() == "bad_request"
+    assert "chunks" in answer.body["error"]["message"]
+
+
 def test_chunk_without_its_crlf_is_400(start):
     client = Client(start())
     head = request(
@@ -389,6 +408,35 @@ def test_malformed_heads_get_a_json_error_and_a_close(start, raw, status):
     assert client.closed()
 
 
+def test_refusals_are_logged_without_the_request_content(start):
+    records: list[dict[str, Any]] = []
+    client = Client(start(log=records.append))
+    client.send(
+        b"POST /api/sync HTTP/1.1\r\nContent-Length: +5\r\nAuthorization: Bearer secret\r\n\r\n"
+    )
+    assert client.answer().status == 400
+    assert client.closed()
+    refused = [r for r in records if r["msg"] == "refused"]
+    assert refused == [
+        {
+            "msg": "refused",
+            "method": "POST",
+            "path": "/api/sync",
+            "status": 400,
+            "error": "bad_request",
+            "reason": "Content-Length must be ASCII digits",
+        }
+    ]
+
+
+def test_http10_connections_close_after_the_answer(start):
+    client = Client(start())
+    client.send(b"GET /api/health HTTP/1.0\r\n\r\n")
+    answer = client.answer()
+    assert answer.status == 200 and answer.headers["connection"] == "close"
+    assert client.closed()
+
+
 def test_unknown_methods_reach_the_app(start):
     client = Client(start())
     client.send(request("BREW", "/api/sync"))
@@ -451,7 +499,7 @@ def test_large_body_with_a_valid_token_and_expect_gets_100_continue(start):
 
 
 def test_bodies_held_at_once_are_bounded_across_connections(start):
-    port = start(Limits(buffer_budget=300_000, budget_wait=0.3))
+    port = start(Limits(buffer_budget=300_000, budget_wait=0.3), MAX_BODY_BYTES="262144")
     body = SYNC_BODY + b" " * 200_000
     headers = sync_head(user_id())
     first, second = Client(port), Client(port)
@@ -466,6 +514,13 @@ def test_bodies_held_at_once_are_bounded_across_connections(start):
     third = Client(port)
     third.send(request("POST", "/api/sync", body, headers))
     assert third.answer().status == 200  # the budget was given back
+
+
+def test_the_budget_always_fits_one_body_of_the_largest_size(start):
+    port = start(Limits(buffer_budget=1000))  # smaller than the body below
+    client = Client(port)
+    client.send(request("POST", "/api/sync", SYNC_BODY + b" " * 100_000, sync_head(user_id())))
+    assert client.answer().status == 200
 
 
 # ---- slow and idle clients ----------------------------------------------------------------
