@@ -121,7 +121,7 @@ def test_registry_check_finds_mismatches(sql):
                 primary_key="id",
             ),
             Table(
-                "notes",
+                "suite_missing",
                 (
                     Column("id", "uuid", nullable=False),
                     Column("user_id", "uuid", nullable=False),
@@ -138,7 +138,7 @@ def test_registry_check_finds_mismatches(sql):
         "todos.colour is in the code's registry only",
         "todos.done is missing from the code's registry",
         "table todos: foreign keys differ",
-        "table notes is in the code's registry but not synced",
+        "table suite_missing is in the code's registry but not synced",
     ):
         assert expected in found, found
 

@@ -10,11 +10,11 @@ test('snakeCase maps camelCase names to the server names', () => {
 });
 
 test('the example schema describes the three server tables', () => {
-  assert.deepEqual(exampleSchema.tables.map((t) => [t.name, t.server]), [
-    ['projects', 'projects'],
-    ['todos', 'todos'],
-    ['userSettings', 'user_settings'],
-  ]);
+  // Generated from migrations/: a table you add there is listed too, so look for these.
+  const names = exampleSchema.tables.map((t) => [t.name, t.server]);
+  for (const pair of [['projects', 'projects'], ['todos', 'todos'], ['userSettings', 'user_settings']]) {
+    assert.ok(names.some(([n, s]) => n === pair[0] && s === pair[1]), JSON.stringify(names));
+  }
   const todos = exampleSchema.byServer.get('todos');
   assert.deepEqual(
     todos.columns.map((c) => [c.name, c.server, c.type]),
