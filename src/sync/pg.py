@@ -1,12 +1,25 @@
-"""The pg8000 driver as the hosts use it: connections from a postgres:// URL, and the
-per-isolate tuning both hosts apply once at start-up."""
+"""The pg8000 driver as the hosts use it: connections from a postgres:// URL with bounded
+waits, and the per-isolate tuning both hosts apply once at start-up."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import time
 from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
+
+# Getting a connection: TCP connect, TLS, login, and the first answer. Behind a
+# transaction-mode pooler (Hyperdrive, PgBouncer) the login is answered by the pooler
+# itself; the wait for a real server connection happens at the first statement, and a
+# pooler whose database is down queues it for minutes. So the first answer is part of
+# getting a connection, and shares its deadline.
+CONNECT_TIMEOUT = 5.0
+# Every later wait on the socket. Longer than the statement_timeout the transactions set
+# (10 s by default), so Postgres cuts a long statement first and says why; this bound is
+# only reached when the database or the network has gone away.
+READ_TIMEOUT = 15.0
 
 
 def tune_driver() -> None:
@@ -42,32 +55,120 @@ def _ssl_context(mode: str) -> Any:
     raise ValueError(f"unknown sslmode {mode!r}")
 
 
-def connect_url(url: str) -> Any:
-    """A pg8000 connection from a postgres:// URL. TLS only when the URL asks for it with
-    sslmode; the socket sends small writes at once (TCP_NODELAY), as Postgres drivers do."""
+def _timed_out(error: BaseException) -> bool:
+    """pg8000 lets a socket timeout out bare on a message's first read, and wraps it in
+    InterfaceError("network error") on later reads and on writes."""
+    while error is not None:
+        if isinstance(error, TimeoutError):
+            return True
+        error = error.__cause__  # type: ignore[assignment]
+    return False
+
+
+def _remaining(deadline: float) -> float:
+    return max(deadline - time.monotonic(), 0.001)
+
+
+@lru_cache(maxsize=1)
+def _bounded_connection() -> type:
+    """pg8000's native Connection, with the first statement under the connect deadline
+    and every wait after it under READ_TIMEOUT; a wait that runs out raises TimeoutError
+    (so callers can tell "too slow" from "refused" or "broken")."""
     import pg8000.native
 
+    class BoundedConnection(pg8000.native.Connection):
+        _first_answer_by: float | None = None
+        _read_timeout: float | None = None
+
+        def run(self, sql: str, stream: Any = None, types: Any = None, **params: Any) -> Any:
+            first_by, self._first_answer_by = self._first_answer_by, None
+            if first_by is not None:
+                self._usock.settimeout(_remaining(first_by))
+            try:
+                return super().run(sql, stream=stream, types=types, **params)
+            except Exception as error:
+                if _timed_out(error):
+                    waited = "a connection" if first_by is not None else "an answer"
+                    raise TimeoutError(f"no {waited} from the database in time") from error
+                raise
+            finally:
+                if first_by is not None:
+                    with contextlib.suppress(OSError):
+                        self._usock.settimeout(self._read_timeout)
+
+    return BoundedConnection
+
+
+def connect(
+    host: str,
+    port: int,
+    user: str,
+    password: str | None,
+    database: str | None,
+    *,
+    ssl_context: Any = False,
+    application_name: str = "sync-worker",
+    connect_timeout: float = CONNECT_TIMEOUT,
+    read_timeout: float | None = READ_TIMEOUT,
+) -> Any:
+    """A logged-in pg8000 connection whose waits are bounded: `connect_timeout` for the TCP
+    connect, TLS, login and the first statement's answer together, `read_timeout` for
+    each wait after that (None: unbounded, for migrations). A bound that runs out raises
+    TimeoutError; a server that cannot be reached raises ConnectionError. The socket
+    sends small writes at once (TCP_NODELAY), as Postgres drivers do."""
+    deadline = time.monotonic() + connect_timeout
+    try:
+        sock = socket.create_connection((host, port), timeout=connect_timeout)
+    except TimeoutError:
+        raise TimeoutError(f"no connection to {host}:{port} in {connect_timeout:g} s") from None
+    except OSError as error:
+        raise ConnectionError(f"cannot reach {host}:{port}: {error}") from None
+    try:
+        with contextlib.suppress(OSError):  # not every socket layer has the option
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(_remaining(deadline))
+        try:
+            con = _bounded_connection()(
+                user,
+                password=password,
+                host=host,
+                database=database,
+                sock=sock,
+                ssl_context=ssl_context,
+                application_name=application_name,
+            )
+        except Exception as error:
+            if _timed_out(error):
+                raise TimeoutError(f"no login at {host}:{port} in {connect_timeout:g} s") from error
+            raise
+    except BaseException:
+        sock.close()
+        raise
+    con._read_timeout = read_timeout
+    con._first_answer_by = deadline
+    return con
+
+
+def connect_url(
+    url: str,
+    *,
+    connect_timeout: float = CONNECT_TIMEOUT,
+    read_timeout: float | None = READ_TIMEOUT,
+) -> Any:
+    """A connection (see `connect`) from a postgres:// URL. TLS only when the URL asks for
+    it with sslmode."""
     parts = urlparse(url)
     if parts.scheme not in ("postgres", "postgresql"):
         raise ValueError("DATABASE_URL must start with postgresql://")
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    host, port = parts.hostname or "127.0.0.1", parts.port or 5432
-    try:
-        sock = socket.create_connection((host, port), timeout=30)
-    except OSError as error:
-        raise ConnectionError(f"cannot reach {host}:{port}: {error}") from None
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.settimeout(None)
-    try:
-        return pg8000.native.Connection(
-            unquote(parts.username or "postgres"),
-            password=unquote(parts.password) if parts.password else None,
-            host=host,
-            database=unquote(parts.path.lstrip("/")) or None,
-            sock=sock,
-            ssl_context=_ssl_context(query.get("sslmode", "disable")),
-            application_name=query.get("application_name", "sync-worker"),
-        )
-    except BaseException:
-        sock.close()
-        raise
+    return connect(
+        parts.hostname or "127.0.0.1",
+        parts.port or 5432,
+        unquote(parts.username or "postgres"),
+        unquote(parts.password) if parts.password else None,
+        unquote(parts.path.lstrip("/")) or None,
+        ssl_context=_ssl_context(query.get("sslmode", "disable")),
+        application_name=query.get("application_name", "sync-worker"),
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+    )
