@@ -7,7 +7,7 @@ UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 export UV
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: help psql dev-reset client-schema dev test token migrate lint format setup clean worker-deps bundle deploy \
+.PHONY: help psql dev-reset client-schema demo-picture dev test token migrate lint format setup clean worker-deps bundle deploy \
         chromium client-build test-client test-e2e test-server bench dev-workerd test-workerd bench-workerd
 
 setup: .venv/.synced
@@ -80,6 +80,11 @@ test-client: $(CLIENT_DEPS)  ## type check + unit tests
 
 test-e2e: setup chromium client-build  ## headless Chromium + real server + Postgres
 	npm --prefix client run test:e2e
+
+# The README's picture is a docs asset, refreshed on purpose (tests write theirs to the
+# ignored client/test-artifacts/).
+demo-picture: test-e2e  ## refresh docs/demo.png from the end-to-end run's screenshot
+	cp client/test-artifacts/demo.png docs/demo.png
 
 # The Worker's packaging: Node tooling (wrangler on Node 22, Pyodide for the runtime check)
 # and the pure-Python dependencies vendored for Pyodide into python_modules/.
