@@ -100,6 +100,16 @@ def check_port(host: str, port: int) -> None:
             ) from None
 
 
+# Where a PWA's dev server usually runs (Vite, its preview, CRA/Next, webpack): in
+# development these may call the sync server cross-origin without configuring anything.
+DEV_PORTS = (3000, 4173, 5173, 5174, 8080)
+
+
+def dev_origins(port: int) -> str:
+    hosts = ("localhost", "127.0.0.1")
+    return ",".join(f"http://{h}:{p}" for p in (*DEV_PORTS, port) for h in hosts)
+
+
 def redact(url: str) -> str:
     """A database URL without its password, for a URL the user gave us."""
     from urllib.parse import urlsplit, urlunsplit
@@ -172,6 +182,13 @@ def _main() -> int:
         if verify(env["DATABASE_URL"], say=lambda line: say(f"check: {line}")):
             raise StartError("the database does not match what sync needs (see check: above)")
         env.setdefault("STATIC_DIR", str(ROOT / "client" / "dist"))
+        if not env.get("ALLOWED_ORIGINS"):
+            env["ALLOWED_ORIGINS"] = dev_origins(port)
+            ports = ", ".join(str(p) for p in DEV_PORTS)
+            say(
+                f"CORS: allowing http://localhost and 127.0.0.1 on ports {ports} (development "
+                "only; set ALLOWED_ORIGINS to choose)"
+            )
         notes = ["a token for curl: make token   (USER_ID=<uuid>, EXPIRES_IN=<seconds>)"]
         if "SUPABASE_JWT_SECRET" not in os.environ:
             notes.insert(0, f"dev JWT secret (HS256): {env['SUPABASE_JWT_SECRET']}")

@@ -209,6 +209,16 @@ def test_dev_prints_its_database_and_refuses_a_second_run_and_a_busy_port(tmp_pa
         assert "cannot serve on 127.0.0.1" in busy.stderr and "PORT=" in busy.stderr
         assert "migrate:" not in busy.stdout and not (other / "postgres").exists()
 
+        # A PWA on a Vite dev server may call it cross-origin in development.
+        assert any(line.startswith("CORS: allowing") for line in lines)
+        preflight = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/sync",
+            method="OPTIONS",
+            headers={"origin": "http://localhost:5173", "access-control-request-method": "POST"},
+        )
+        with urllib.request.urlopen(preflight) as answer:
+            assert answer.headers["access-control-allow-origin"] == "http://localhost:5173"
+
         # make psql reaches the running server's database.
         psql = run_tool("devtools.psql", data, "-tAc", "SELECT count(*) FROM sync_migrations")
         assert psql.returncode == 0, psql.stderr
