@@ -27,14 +27,20 @@ The rules, so that what a proxy in front sees and what this server sees cannot d
   400 `bad_request` (malformed framing), 408 `bad_request` (too slow), 413
   `payload_too_large`, 414 and 431 `bad_request` (request line or head too long), 501
   `bad_request` (a transfer coding other than chunked), 505 `bad_request` (not HTTP/1.x),
-  503 `unavailable` with `Retry-After` (connection or buffer limits reached).
+  503 `unavailable` with `Retry-After` (connection or buffer limits reached), 500
+  `internal` (a fault of the host itself). The App's own answers (429 with `Retry-After`
+  included) pass through unchanged.
 - Cost before authentication is bounded: at most `Limits.unauthenticated_body` bytes of a
   body are read before the Authorization header has been verified (`App.auth`, whose
-  answer is cached, so the App's own check is cheap); body bytes held at once across all
+  answer is cached, so the App's own check is cheap; so for such a body, a missing or bad
+  token is a 401 before the App looks at route or media type); body bytes held at once across all
   connections are bounded by `Limits.buffer_budget`; each read has a timeout and each head
   and body a deadline; connections are capped (beyond the cap: a quick 503), the listen
   backlog is `Limits.backlog`, and an idle keep-alive connection is closed after
   `Limits.idle_timeout`.
+- Behind a reverse proxy, keep the proxy's idle timeout for upstream connections below
+  `Limits.idle_timeout` (15 s), or it may send a request on a connection this side is
+  closing.
 - Shutdown is signal-safe: the SIGINT/SIGTERM handler only writes a byte to a pipe; the main
   thread waits on the pipe, stops accepting, lets requests in flight finish for a short
   grace period (a second signal cuts it short) and returns.
@@ -165,15 +171,19 @@ class Wire:
         del self.buffer[: len(self.buffer) - len(self.buffer.lstrip(b"\r\n"))]
         deadline = time.monotonic() + limits.head_deadline
         limit = limits.max_request_line + 2 + limits.max_head_bytes + 2
-        searched = 0
+        searched = 0  # bytes already checked: each byte is scanned about once
+        first = -1  # the end of the request line, once seen
         while True:
-            end = self.buffer.find(b"\r\n\r\n", max(0, searched - 3))
-            first = self.buffer.find(b"\n")
+            start = max(0, searched - 3)
+            end = self.buffer.find(b"\r\n\r\n", start)
+            if first == -1:
+                first = self.buffer.find(b"\n", max(0, searched - 1))
             if (first == -1 and len(self.buffer) > limits.max_request_line + 1) or (
                 first > limits.max_request_line + 1
             ):
                 raise Refusal(414, f"the request line is over {limits.max_request_line} bytes")
-            if BARE_EOL.search(self.buffer, 0, end + 4 if end != -1 else len(self.buffer)):
+            stop = end + 4 if end != -1 else len(self.buffer)
+            if BARE_EOL.search(self.buffer, max(0, searched - 1), stop):
                 raise Refusal(400, "lines of the request head must end with CRLF")
             if end != -1:
                 if end + 4 > limit:
@@ -765,12 +775,17 @@ def run(
     notes: tuple[str, ...] = (),
     limits: Limits | None = None,
     say: Callable[[str], None] = lambda line: print(line, flush=True),
+    signals: int | None = None,
 ) -> None:
     """Serves until SIGINT/SIGTERM, then stops cleanly. Prints `notes`, then the URL.
 
     The signal handlers are installed first, so a signal during start-up also stops it
-    cleanly (after start-up) instead of killing the process with its database running."""
-    signals = signal_pipe()
+    cleanly (after start-up) instead of killing the process with its database running.
+    A caller with start-up work of its own (migrations, an embedded Postgres) can call
+    `signal_pipe()` before it and pass the read end as `signals`, so that a signal then
+    is not lost either."""
+    if signals is None:
+        signals = signal_pipe()
     host = env.get("HOST", "127.0.0.1")
     port = int(env.get("PORT", "8787"))
     static = env.get("STATIC_DIR")

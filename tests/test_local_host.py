@@ -683,6 +683,29 @@ def test_repeated_signals_stop_the_host_promptly(database_url, signals):
     assert "stopping" in proc.stdout.read()
 
 
+def test_a_signal_during_the_callers_start_up_is_kept(database_url):
+    """make dev migrates and starts Postgres before it serves: a SIGTERM then must still
+    stop it cleanly, once serving has begun, rather than be lost or kill the process."""
+    script = (
+        "import sys, time; sys.path.insert(0, 'src'); import serve\n"
+        "fd = serve.signal_pipe(); print('starting', flush=True); time.sleep(1)\n"
+        "serve.run(dict(__import__('os').environ), signals=fd); print('returned', flush=True)\n"
+    )
+    env = {**os.environ, "DATABASE_URL": database_url, "SUPABASE_JWT_SECRET": SECRET, "PORT": "0"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == "starting\n"
+    proc.send_signal(signal.SIGTERM)
+    try:
+        out, _ = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0
+    assert "ready: " in out and "stopping" in out and out.endswith("returned\n")
+
+
 def test_a_request_in_flight_is_answered_before_the_host_stops(database_url, sql):
     proc, port = spawn_host(database_url)
     blocker = sql.connect()
