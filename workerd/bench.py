@@ -19,19 +19,24 @@ Clocks inside the Worker advance only on I/O, so every time here is the client's
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
 import platform
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from devtools.pgcluster import Cluster, free_port
 from devtools.token import make_token
@@ -133,6 +138,47 @@ def throughput(base: str, tokens: list[str], clients: int, per_client: int) -> d
     }
 
 
+class DelayRelay:
+    """TCP between the Worker and Postgres with `delay` seconds added to every answer
+    from Postgres: a database one round trip of `delay` away (Hyperdrive from a distant
+    location costs 20-30 ms a query, placed near the database 1-3 ms)."""
+
+    def __init__(self, target_port: int, delay: float) -> None:
+        self.target, self.delay = ("127.0.0.1", target_port), delay
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                return
+            for s in (client, upstream):  # no Nagle delay: each message leaves at once
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for a, b, d in ((client, upstream, 0.0), (upstream, client, self.delay)):
+                threading.Thread(target=self._pump, args=(a, b, d), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket, delay: float) -> None:
+        try:
+            while data := source.recv(65536):
+                if delay:
+                    time.sleep(delay)
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
 def ms(values: list[float]) -> dict:
     values = sorted(values)
     return {
@@ -202,6 +248,33 @@ def main() -> int:
     return 0
 
 
+@contextlib.contextmanager
+def local_host(database_url: str) -> Iterator[str]:
+    """`src/serve.py` in a process of its own, as `make dev` runs it."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "SUPABASE_JWT_SECRET": SECRET,
+        "PORT": str(port),
+    }
+    serve = subprocess.Popen(
+        [sys.executable, str(ROOT / "src" / "serve.py")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        while not serve.stdout.readline().startswith("ready:"):
+            if serve.poll() is not None:
+                raise RuntimeError("src/serve.py did not start")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.terminate()
+        serve.wait(timeout=10)
+
+
 def run(database_url: str, reps: int, per_request: int, quick: bool) -> dict:
     users = [str(uuid.uuid4()) for _ in range(64)]
     tokens = [make_token(SECRET, u) for u in users]
@@ -244,44 +317,22 @@ def run(database_url: str, reps: int, per_request: int, quick: bool) -> dict:
     }
 
     log("per-request wall time: workerd and the local host, interleaved")
-    port = free_port()
-    host_env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "SUPABASE_JWT_SECRET": SECRET,
-        "PORT": str(port),
-    }
-    serve = subprocess.Popen(
-        [sys.executable, str(ROOT / "src" / "serve.py")],
-        env=host_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        while not serve.stdout.readline().startswith("ready:"):
-            if serve.poll() is not None:
-                raise RuntimeError("src/serve.py did not start")
-        local = f"http://127.0.0.1:{port}"
-        with Workerd(database_url, secrets=secrets) as worker:
-            timed_syncs(worker.url, tokens, 10, 1)  # warm both (logins cached, code hot)
-            timed_syncs(local, tokens, 10, 1)
-            wd, lh = [], []
-            for _ in range(4):
-                wd += [t for t, s in timed_syncs(worker.url, tokens, per_request // 4, 1)]
-                lh += [t for t, s in timed_syncs(local, tokens, per_request // 4, 1)]
-            out["per_request"] = {"workerd": ms(wd), "local_host": ms(lh)}
-    finally:
-        serve.terminate()
-        serve.wait(timeout=10)
+    with local_host(database_url) as local, Workerd(database_url, secrets=secrets) as worker:
+        timed_syncs(worker.url, tokens, 10, 1)  # warm both (logins cached, code hot)
+        timed_syncs(local, tokens, 10, 1)
+        wd, lh = [], []
+        for _ in range(4):
+            wd += [t for t, s in timed_syncs(worker.url, tokens, per_request // 4, 1)]
+            lh += [t for t, s in timed_syncs(local, tokens, per_request // 4, 1)]
+        out["per_request"] = {"workerd": ms(wd), "local_host": ms(lh)}
 
     log("the isolate guard: throughput per isolate")
-    guards = {}
+    choices = ("own", "none", "asyncio_lock")
+    guards: dict[str, list] = {choice: [] for choice in choices}
     levels = (1, 8, 64)
     per_client = {1: 20 if quick else 60, 8: 6 if quick else 12, 64: 2 if quick else 3}
-    for choice in ("own", "none", "asyncio_lock"):
-        rows = []
-        for clients in levels:
+    for clients in levels:
+        for choice in choices:  # interleaved: the machine's load drifts
             with Workerd(
                 database_url,
                 settings={"BENCH_GUARD": choice},
@@ -293,9 +344,31 @@ def run(database_url: str, reps: int, per_request: int, quick: bool) -> dict:
                 row["crash"] = crashed(worker)
                 row["alive"] = worker.alive()
             log(f"guard={choice} clients={clients}: {row}")
-            rows.append(row)
-        guards[choice] = rows
+            guards[choice].append(row)
     out["guard"] = guards
+
+    log("the guard under database latency: workerd (guarded) and the local host (threads)")
+    port = urlsplit(database_url).port
+    latency = []
+    for delay_ms in (0, 5):
+        relay = DelayRelay(port, delay_ms / 1000)
+        relayed = database_url.replace(f":{port}/", f":{relay.port}/")
+        try:
+            for clients in (1, 8):
+                with Workerd(relayed, secrets=secrets) as worker:
+                    timed_syncs(worker.url, tokens, 3, 1)
+                    row = throughput(worker.url, tokens, clients, per_client[clients])
+                row.update(host="workerd", rtt_ms=delay_ms, crash=crashed(worker))
+                latency.append(row)
+                with local_host(relayed) as local:
+                    timed_syncs(local, tokens, 3, 1)
+                    row = throughput(local, tokens, clients, per_client[clients])
+                row.update(host="local host", rtt_ms=delay_ms, crash="")
+                latency.append(row)
+                log(f"rtt={delay_ms} ms clients={clients}: {latency[-2:]}")
+        finally:
+            relay.close()
+    out["latency"] = latency
     out["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}"
     return out
 
@@ -364,8 +437,23 @@ def write_section(results: dict) -> None:
     lines += [
         "",
         "(status 0: the connection was dropped without an answer.)",
-        END,
+        "",
+        "The guard under database latency: a relay adds the round trip to every answer "
+        "from Postgres. One isolate does one request's database work at a time, so its "
+        "throughput is bounded by one request's round trips; the local host's threads "
+        "overlap them.",
+        "",
+        "| RTT | clients | workerd (guarded), syncs/s | local host, syncs/s |",
+        "|---|---|---|---|",
     ]
+    rows = results.get("latency", [])
+    for wd, lh in zip(rows[::2], rows[1::2], strict=True):
+        lines.append(
+            f"| {wd['rtt_ms']} ms | {wd['clients']} | {wd['syncs_per_s']} "
+            f"({wd['ok']}/{wd['requests']} ok) | {lh['syncs_per_s']} "
+            f"({lh['ok']}/{lh['requests']} ok) |"
+        )
+    lines += [END]
     section = "\n".join(lines) + "\n"
     text = RESULTS.read_text() if RESULTS.exists() else ""
     if BEGIN in text and END in text:
