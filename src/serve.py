@@ -35,7 +35,8 @@ The rules, so that what a proxy in front sees and what this server sees cannot d
   answer is cached, so the App's own check is cheap; so for such a body, a missing or bad
   token is a 401 before the App looks at route or media type); body bytes held at once across all
   connections are bounded by `Limits.buffer_budget`; each read has a timeout and each head
-  and body a deadline; connections are capped (beyond the cap: a quick 503), the listen
+  and body a deadline; connections are capped (at the cap the longest-idle connection is
+  closed to make room; if none is idle, a quick 503), the listen
   backlog is `Limits.backlog`, and an idle keep-alive connection is closed after
   `Limits.idle_timeout`.
 - Behind a reverse proxy, keep the proxy's idle timeout for upstream connections below
@@ -98,7 +99,8 @@ class Limits:
     idle_timeout: float = 15.0  # a keep-alive connection waiting for its next request
     read_timeout: float = 10.0  # any one read inside a request
     head_deadline: float = 10.0  # the whole head, from its first byte
-    body_deadline: float = 60.0  # the whole body (8 MiB at 140 KB/s)
+    body_deadline: float = 10.0  # the whole body may take this long...
+    min_body_rate: int = 100_000  # ...plus its size at this many bytes/s (8 MiB: 94 s)
     write_timeout: float = 60.0  # the whole answer
     unauthenticated_body: int = 64 * 1024  # body bytes read before the token is verified
     buffer_budget: int = 64 * MiB  # body bytes held at once, all connections together
@@ -405,7 +407,9 @@ class Connection:
         self.server = server
         self.sock = sock
         self.wire = Wire(sock, server.limits)
-        self.idle = False  # waiting for the next request: safe to close on shutdown
+        self.idle = False  # no request under way: may be closed on shutdown or at the cap
+        self.idle_since = 0.0
+        self.evicted = False
         self.runner: asyncio.Runner | None = None
         self._taken = 0  # bytes of the buffer budget the current request holds
 
@@ -484,7 +488,7 @@ class Connection:
             self._taken = length
             self._continue(head)
             try:
-                body = self.wire.read_exact(length, time.monotonic() + limits.body_deadline)
+                body = self.wire.read_exact(length, self._body_deadline(time.monotonic(), length))
             except TimeoutError:
                 raise Refusal(408, "the request body was not sent in time") from None
             except Closed:
@@ -495,6 +499,11 @@ class Connection:
         except Exception as error:  # App.handle answers its own errors; this is a host fault
             self.server.log({"msg": "host_error", "exception": type(error).__name__})
             raise Refusal(500, "internal server error", "internal") from None
+
+    def _body_deadline(self, started: float, size: int) -> float:
+        """A slow sender is cut off; a big body gets time in proportion to its size."""
+        limits = self.server.limits
+        return started + limits.body_deadline + size / limits.min_body_rate
 
     def _continue(self, head: Head) -> None:
         if head.headers.get("expect", "").lower() == "100-continue" and head.version >= (1, 1):
@@ -511,7 +520,8 @@ class Connection:
     def _read_chunked(self, head: Head) -> bytes:
         limits = self.server.limits
         cap = self.server.app.settings.max_body_bytes
-        deadline = time.monotonic() + limits.body_deadline
+        started = time.monotonic()
+        deadline = self._body_deadline(started, 0)
         parts: list[bytes] = []
         total = 0
         authenticated = False
@@ -536,6 +546,7 @@ class Connection:
                 if not self.server.budget.take(n, limits.budget_wait):
                     raise Refusal(503, "the server is busy; retry shortly", "unavailable", BUSY)
                 self._taken += n
+                deadline = self._body_deadline(started, total + n)
                 parts.append(self.wire.read_exact(n, deadline))
                 total += n
                 if self.wire.read_exact(2, deadline) != b"\r\n":
@@ -608,6 +619,7 @@ class Server:
         self.server_address = self.socket.getsockname()
         self.closing = False
         self._connections: set[Connection] = set()
+        self._evicted = 0  # closed to make room, their threads not yet ended
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_w.setblocking(False)
@@ -649,7 +661,9 @@ class Server:
             return
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self._lock:
-            full = len(self._connections) >= self.limits.max_connections
+            full = len(self._connections) - self._evicted >= self.limits.max_connections
+            if full:
+                full = not self._evict_idle()
             if not full:
                 connection = Connection(self, sock)
                 self._connections.add(connection)
@@ -661,6 +675,21 @@ class Server:
         except RuntimeError:  # no thread to be had: as if at the cap
             self.gone(connection)
             self._turn_away(sock)
+
+    def _evict_idle(self) -> bool:
+        """At the cap, the connection idle the longest (between requests, or still
+        sending its head) is closed to make room, as nginx reuses idle keep-alive
+        connections: idle clients cannot hold every slot. Called under the lock."""
+        idle = [c for c in self._connections if c.idle and not c.evicted]
+        if not idle:
+            return False
+        victim = min(idle, key=lambda c: c.idle_since)
+        victim.evicted = True
+        victim.idle = False
+        self._evicted += 1
+        with contextlib.suppress(OSError):
+            victim.sock.shutdown(socket.SHUT_RDWR)
+        return True
 
     def _turn_away(self, sock: socket.socket) -> None:
         """A quick 503 without a thread: read what has arrived, answer, close."""
@@ -681,8 +710,11 @@ class Server:
     def accepting_more(self, connection: Connection) -> bool:
         """Marks `connection` idle unless the server is closing (then it should end)."""
         with self._lock:
-            connection.idle = not self.closing
-            return connection.idle
+            if self.closing or connection.evicted:
+                return False
+            connection.idle = True
+            connection.idle_since = time.monotonic()
+            return True
 
     def busy(self, connection: Connection) -> None:
         with self._lock:
@@ -690,7 +722,10 @@ class Server:
 
     def gone(self, connection: Connection) -> None:
         with self._lock:
-            self._connections.discard(connection)
+            if connection in self._connections:
+                self._connections.discard(connection)
+                if connection.evicted:
+                    self._evicted -= 1
 
     def shutdown(self) -> None:
         """Stops serve_forever (from another thread) and waits until it has returned."""

@@ -576,20 +576,36 @@ def test_idle_keep_alive_connections_are_closed(start):
     assert silent.closed(timeout=3)  # never sent a byte
 
 
-def test_connections_are_capped_with_a_quick_503(start):
+def test_at_the_cap_the_longest_idle_connection_makes_room(start):
+    port = start(Limits(max_connections=2))
+    older, newer = Client(port), Client(port)
+    for client in (older, newer):
+        client.send(request("GET", "/api/health"))
+        assert client.answer().status == 200  # both served, both kept alive and idle
+        time.sleep(0.05)
+    third = Client(port)
+    third.send(request("GET", "/api/health"))
+    assert third.answer(timeout=3).status == 200
+    assert older.closed(timeout=3)
+    newer.send(request("GET", "/api/health"))
+    assert newer.answer().status == 200
+
+
+def test_connections_are_capped_with_a_quick_503_when_none_is_idle(start):
     port = start(Limits(max_connections=2))
     held = [Client(port), Client(port)]
-    for client in held:
-        client.send(request("GET", "/api/health"))
-        assert client.answer().status == 200  # both are served and kept alive
+    for client in held:  # both in the middle of a body: busy, not idle
+        client.send(request("POST", "/api/sync", SYNC_BODY, sync_head(user_id()))[:-10])
+    time.sleep(0.3)
     third = Client(port)
     third.send(request("GET", "/api/health"))
     busy = third.answer(timeout=2)
     assert busy.status == 503 and busy.error_code() == "unavailable"
     assert busy.headers["retry-after"] == "1"
     assert third.closed()
-    held.pop().close()
-    time.sleep(0.3)
+    for client in held:
+        client.send(SYNC_BODY[-10:])
+        assert client.answer().status == 200
     fourth = Client(port)
     fourth.send(request("GET", "/api/health"))
     assert fourth.answer().status == 200
