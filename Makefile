@@ -65,18 +65,26 @@ bench-workerd: setup worker-deps  ## workerd section of bench/RESULTS.md (~4 min
 
 # The PWA client kit (client/): unit tests under Node with the real SQLite WASM, and
 # end-to-end tests in Debian's headless Chromium against the real server.
+# On the Node 22 that the root package installs (node_modules/.bin/node, for wrangler too):
+# the client's dependencies ask for it. npm runs quietly, from its cache when it can,
+# and gives up on an unreachable registry quickly.
+NODE22 := PATH="$(CURDIR)/node_modules/.bin:$$PATH"
+NPM_QUIET := --no-audit --no-fund --prefer-offline --loglevel=error --fetch-retries=1 --fetch-timeout=20000
+CHECK_NODE = @command -v node >/dev/null && command -v npm >/dev/null || { \
+	echo "make: Node.js and npm are needed (Debian: apt-get install nodejs npm; or nodejs.org)" >&2; exit 1; }
 CLIENT_DEPS := client/node_modules/.package-lock.json
-$(CLIENT_DEPS): client/package.json client/package-lock.json
-	npm --prefix client ci --no-audit --no-fund
+$(CLIENT_DEPS): client/package.json client/package-lock.json node_modules/.package-lock.json
+	$(CHECK_NODE)
+	$(NODE22) npm --prefix client ci $(NPM_QUIET)
 
 chromium:  ## Debian's chromium for the browser tests, installed if missing
 	@client/scripts/ensure-chromium.sh
 
 client-build: $(CLIENT_DEPS)  ## demo PWA -> client/dist/ (served at / by make dev)
-	npm --prefix client run build
+	@$(NODE22) node client/scripts/build.mjs
 
-test-client: $(CLIENT_DEPS)  ## type check + unit tests
-	npm --prefix client test
+test-client: $(CLIENT_DEPS)  ## type check + unit tests (one summary line)
+	@$(NODE22) npm --prefix client test --silent
 
 test-e2e: setup chromium client-build  ## headless Chromium + real server + Postgres
 	npm --prefix client run test:e2e
@@ -92,13 +100,19 @@ worker-deps: node_modules/.package-lock.json setup
 	@scripts/vendor.sh
 
 node_modules/.package-lock.json: package.json package-lock.json
-	npm ci --no-audit --no-fund
+	$(CHECK_NODE)
+	npm ci $(NPM_QUIET)
 
 bundle: worker-deps  ## build the deployable Worker offline into .wrangler/bundle
 	PATH="$(CURDIR)/node_modules/.bin:$$PATH" npx wrangler deploy --dry-run --outdir .wrangler/bundle
 
-deploy: worker-deps  ## deploy to Cloudflare (needs `wrangler login` and a Hyperdrive id)
-	PATH="$(CURDIR)/node_modules/.bin:$$PATH" npx wrangler deploy
+deploy: worker-deps  ## deploy to Cloudflare (needs CLOUDFLARE_API_TOKEN or `wrangler login`, and a Hyperdrive id)
+	@if [ -z "$$CLOUDFLARE_API_TOKEN" ] && ! ls $$HOME/.wrangler/config/default.toml \
+		$$HOME/.config/.wrangler/config/default.toml >/dev/null 2>&1; then \
+		echo "make deploy: not logged in to Cloudflare: set CLOUDFLARE_API_TOKEN, or run npx wrangler login" >&2; exit 1; fi
+	@if grep -q '^id *= *"0\{32\}"' wrangler.toml; then \
+		echo "make deploy: put your Hyperdrive id into wrangler.toml (npx wrangler hyperdrive create …)" >&2; exit 1; fi
+	$(NODE22) npx wrangler deploy
 
 bench: setup worker-deps  ## benchmarks -> bench/RESULTS.md + results.png (~5 min; QUICK=1: ~20 s)
 	$(PY) bench/run.py $(if $(QUICK),--quick --pyodide)

@@ -267,7 +267,8 @@ test('one sync at a time per database; concurrent callers share one follow-up ru
   const opts = { db, url: srv.url, getToken: () => 't', schema };
   const first = syncWithWorker(opts);
   assert.equal(isSyncing(db), true);
-  await new Promise((r) => setTimeout(r, 20));
+  // Wait for the first request to reach the server (not a fixed time: the box is shared).
+  for (let i = 0; i < 500 && srv.requests.length === 0; i++) await new Promise((r) => setTimeout(r, 2));
   assert.equal(srv.requests.length, 1, 'the first request is in flight');
   addTodo(db, 2); // written while the first sync runs
   const second = syncWithWorker(opts);
