@@ -378,16 +378,28 @@ def test_deeply_nested_body_is_400_and_the_isolate_lives(main_worker):
 
 
 def test_many_concurrent_syncs_in_one_isolate(main_worker):
-    """64 devices at once, twice over, each pushing and pulling a full page of its user's
-    rows: requests interleave in the isolate (each one's database work yields to the
-    others'). Without the isolate-wide guard in src/entry.py this crashed Pyodide
-    ("memory access out of bounds"). Every answer must be a 200 with exactly the
-    caller's rows."""
-    users = [str(uuid.uuid4()) for _ in range(8)]
+    """64 devices at once (32 users, two devices each), twice over, each pushing and
+    pulling a page of its user's rows: requests interleave in the isolate (each one's
+    database work yields to the others'). Without the isolate guard (src/entry.py,
+    App.exclusive) this crashed Pyodide ("memory access out of bounds"). Half the users
+    sign with ES256 under a key the Worker has not seen yet, so its JWKS fetch
+    (workers.fetch, outside the guard) runs amid the others' driver calls. Every answer
+    must be a 200 with exactly the caller's rows."""
+    users = [str(uuid.uuid4()) for _ in range(32)]
     seeded = 300
     for user in users:
         seed_todos(main_worker.database_url, user, seeded)
-    tokens = {user: main_worker.hs256(user) for user in users}
+    key = ec.generate_private_key(ec.SECP256R1())
+    kid = "k-storm-" + uuid.uuid4().hex[:8]
+    main_worker.jwks.publish(key, kid, "ES256")
+    issuer = main_worker.jwks.url + "/auth/v1"
+    tokens = {
+        user: main_worker.hs256(user)
+        if n % 2
+        else jwt.encode(claims(user, issuer), key, "ES256", headers={"kid": kid})
+        for n, user in enumerate(users)
+    }
+    fetches = main_worker.jwks.fetches
 
     def device(index: int, round_: int) -> tuple[str, list[str], Answer]:
         user = users[index % len(users)]
@@ -412,14 +424,44 @@ def test_many_concurrent_syncs_in_one_isolate(main_worker):
             assert all(e["row"]["user_id"] == user for e in body["pulledChanges"])
             assert len(body["pulledChanges"]) >= seeded
     print(f"128 concurrent syncs in {time.monotonic() - started:.1f} s")
+    assert main_worker.jwks.fetches > fetches  # the new key was fetched amid the storm
     con = connect_url(main_worker.database_url)
     try:
         for user in users:
             [[count]] = con.run("SELECT count(*) FROM todos WHERE user_id = :u", u=user)
-            # 8 devices per user, 5 rows each, 2 rounds: every push landed, once.
-            assert count == seeded + 8 * 5 * 2
+            # 2 devices per user, 5 rows each, 2 rounds: every push landed, once.
+            assert count == seeded + 2 * 5 * 2
     finally:
         con.close()
+    assert_alive(main_worker)
+
+
+def test_one_users_pile_of_syncs_is_refused_not_queued(main_worker):
+    """16 devices of one user at once: beyond MAX_INFLIGHT_PER_USER the isolate answers
+    429 with Retry-After at once; nothing else goes wrong, and what was admitted lands."""
+    user = str(uuid.uuid4())
+    token = main_worker.hs256(user)
+
+    def device(index: int) -> Answer:
+        return sync(
+            main_worker.url, token, [change("todos", "insert", todo(new_id(), "p", 1), index)]
+        )
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(device, range(16)))
+    statuses = sorted(a.status for a in answers)
+    assert set(statuses) <= {200, 429}, (statuses, main_worker.worker.log_tail())
+    assert 200 in statuses
+    for answer in answers:
+        if answer.status == 429:
+            assert answer.body["error"]["code"] == "rate_limited"
+            assert answer.headers.get("retry-after")
+    con = connect_url(main_worker.database_url)
+    try:
+        [[count]] = con.run("SELECT count(*) FROM todos WHERE user_id = :u", u=user)
+    finally:
+        con.close()
+    assert count == statuses.count(200)
     assert_alive(main_worker)
 
 
