@@ -65,6 +65,33 @@ def _timed_out(error: BaseException) -> bool:
     return False
 
 
+# PgBouncer answers every failed login with SQLSTATE 08P01 (protocol_violation, in the
+# "connection exception" class that reads as transient), whether its own check of the
+# client failed or Postgres refused its login; only the message tells them apart. These
+# are the ones no retry can fix, with the SQLSTATE Postgres itself would have sent.
+_POOLER_REFUSALS: tuple[tuple[str, str], ...] = (
+    ("password authentication failed", "28P01"),  # Postgres refused the pooler's password
+    ("SASL authentication failed", "28P01"),  # the pooler refused ours
+    ("no such user", "28000"),
+    ("does not exist", "3D000"),  # database "…" does not exist (from Postgres)
+    ("no such database", "3D000"),  # a name the pooler's configuration does not route
+)
+
+
+def _pooler_refusal(error: Exception) -> Exception | None:
+    """A login refusal relayed by a pooler, re-stated with Postgres' SQLSTATE (the
+    pooler's own is kept as `pooler_sqlstate`), so a wrong password or database name
+    reads as a misconfiguration, not as an outage to retry. None for anything else."""
+    fields = error.args[0] if error.args and isinstance(error.args[0], dict) else None
+    if not fields or fields.get("C") != "08P01":
+        return None
+    message = str(fields.get("M", ""))
+    for text, sqlstate in _POOLER_REFUSALS:
+        if text in message:
+            return type(error)({**fields, "C": sqlstate, "pooler_sqlstate": "08P01"})
+    return None
+
+
 def _remaining(deadline: float) -> float:
     return max(deadline - time.monotonic(), 0.001)
 
@@ -140,6 +167,9 @@ def connect(
         except Exception as error:
             if _timed_out(error):
                 raise TimeoutError(f"no login at {host}:{port} in {connect_timeout:g} s") from error
+            refusal = _pooler_refusal(error)
+            if refusal is not None:
+                raise refusal from error
             raise
     except BaseException:
         sock.close()
