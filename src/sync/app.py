@@ -229,12 +229,24 @@ class App:
         batch = parse_sync_request(request.body, settings.max_changes)
         cursor = Cursor.decode(batch.last_sync_at)
 
+        # The batch is checked before the transaction, against the registry last read, so
+        # no connection (nor, on Workers, the isolate guard) is held while Python works
+        # through it; only when BEGIN finds the registry moved is it checked again.
+        known = self.schema.current
+        early = None
+        if known is not None:
+            early = pushing.plan(batch.changes, known.registry, user, self.now(), settings)
+            trace.phase("validate")
+
         def plan_for(loaded: Loaded) -> pushing.Plan:
             """The batch checked against the registry the transaction found current."""
+            nonlocal known, early
             self._check_schema_hash(batch.schema_hash, loaded)
-            plan = pushing.plan(batch.changes, loaded.registry, user, self.now(), settings)
-            trace.phase("validate")
-            return plan
+            if early is None or loaded is not known:
+                early = pushing.plan(batch.changes, loaded.registry, user, self.now(), settings)
+                known = loaded
+                trace.phase("validate")
+            return early
 
         result = await self._with_retries(plan_for, user, cursor, trace)
         trace.fields.update(

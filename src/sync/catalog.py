@@ -296,6 +296,11 @@ class Source:
         self._lock = threading.Lock()  # the local host serves requests from threads
         self.loads = 0
 
+    @property
+    def current(self) -> Loaded | None:
+        """The registry last read, if any (it may be stale: `begin` tells)."""
+        return self._loaded
+
     def begin(self, db: Db, setup: str = "") -> Loaded:
         """Opens the request's transaction on `db` and returns the registry current in it:
         one round trip when nothing changed, three when the catalog must be read.
