@@ -1028,11 +1028,27 @@ def _verdict(kind: str, phases: dict, intact: bool | None) -> str:
         else "; its held rows, which the attacker's batches updated and deleted, "
         + ("kept its own writes" if intact else "**were changed by the attacker**")
     )
-    return (
-        f"The {kind} bystander {got}; its p99 under attack was "
-        f"{ratio(hit.get('p99_ms'), alone.get('p99_ms'))} its p99 alone "
-        f"({num(hit.get('p99_ms'), 1)} against {num(alone.get('p99_ms'), 1)} ms){rows}."
+    after = phases.get("after", {})
+    if hit.get("p99_ms") is None:
+        latency = "none of its syncs under attack was answered 200"
+    else:
+        latency = (
+            f"its p99 under attack was {ratio(hit.get('p99_ms'), alone.get('p99_ms'))} its "
+            f"p99 alone before ({num(hit.get('p99_ms'), 1)} against "
+            f"{num(alone.get('p99_ms'), 1)} ms) and "
+            f"{ratio(hit.get('p99_ms'), after.get('p99_ms'))} its p99 alone after "
+            f"({num(after.get('p99_ms'), 1)} ms)"
+        )
+    capped = sum(v for m, v in reasons.items() if "connection limit" in m)
+    cap_note = (
+        " The local host's connection cap (`Limits.max_connections` in src/serve.py) is one "
+        "pool for all users, taken before any token is read: the attacker's kept-alive "
+        "connections held it, so this user's new connections were turned away "
+        f"({num(capped)} times)."
+        if capped
+        else ""
     )
+    return f"The {kind} bystander {got}; {latency}{rows}.{cap_note}"
 
 
 def hostile_section(results: dict) -> str:
