@@ -4,6 +4,7 @@ waits, and the per-isolate tuning both hosts apply once at start-up."""
 from __future__ import annotations
 
 import contextlib
+import io
 import socket
 import time
 from functools import lru_cache
@@ -25,12 +26,14 @@ READ_TIMEOUT = 15.0
 def tune_driver() -> None:
     """Keeps, per isolate/process, what pg8000 would otherwise recompute on every request:
     the SCRAM salted password (sync.scram) and the parse of each statement's text (our
-    statements come from a small fixed set, see sync.sql). Idempotent."""
+    statements come from a small fixed set, see sync.sql); and sends each parameterised
+    statement in one round trip instead of three (sync.pipeline). Idempotent."""
     import pg8000.native
 
-    from sync import scram
+    from sync import pipeline, scram
 
     scram.install()
+    pipeline.install()
     if not hasattr(pg8000.native.to_statement, "cache_info"):
         pg8000.native.to_statement = lru_cache(maxsize=256)(pg8000.native.to_statement)
 
@@ -100,12 +103,49 @@ def _remaining(deadline: float) -> float:
 def _bounded_connection() -> type:
     """pg8000's native Connection, with the first statement under the connect deadline
     and every wait after it under READ_TIMEOUT; a wait that runs out raises TimeoutError
-    (so callers can tell "too slow" from "refused" or "broken")."""
+    (so callers can tell "too slow" from "refused" or "broken"). A statement with
+    parameters goes out as one message sequence with one Sync (see execute_unnamed)."""
     import pg8000.native
+    from pg8000.converters import make_params
+    from pg8000.core import NULL_BYTE, SYNC_MSG, Context, _flush, _write
+    from pg8000.exceptions import InterfaceError
 
     class BoundedConnection(pg8000.native.Connection):
         _first_answer_by: float | None = None
         _read_timeout: float | None = None
+
+        def execute_unnamed(
+            self, statement: str, vals: Any = (), oids: Any = (), stream: Any = None
+        ) -> Any:
+            """Parse, Describe, Bind, Execute, then one Sync: one round trip, where
+            pg8000 sends a Sync after Parse and after Describe too (three). Nothing in
+            Bind depends on Describe's answer (values go as text, typed by the server at
+            Parse). One Sync also keeps the statement on one server connection behind a
+            transaction-mode pooler, which may hand each Sync-ended exchange outside a
+            transaction to another one ("unnamed prepared statement does not exist",
+            or another client's statement). COPY keeps pg8000's own sequence."""
+            if stream is not None:
+                return super().execute_unnamed(statement, vals, oids, stream)
+            out = self._sock
+            if out is None:
+                raise InterfaceError("connection is closed")
+            # Built aside and written whole: a value that cannot be encoded (a lone
+            # surrogate) fails before a byte is sent, and the connection stays in step.
+            self._sock = io.BytesIO()
+            try:
+                self.send_PARSE(NULL_BYTE, statement, oids)
+                self.send_DESCRIBE_STATEMENT(NULL_BYTE)
+                self.send_BIND(NULL_BYTE, make_params(self.py_types, vals))
+                self.send_EXECUTE()
+                _write(self._sock, SYNC_MSG)
+                messages = self._sock.getvalue()
+            finally:
+                self._sock = out
+            _write(out, messages)
+            _flush(out)
+            context = Context(statement, stream=None)
+            self.handle_messages(context)
+            return context
 
         def run(self, sql: str, stream: Any = None, types: Any = None, **params: Any) -> Any:
             first_by, self._first_answer_by = self._first_answer_by, None
