@@ -166,6 +166,12 @@ def _bounded_connection() -> type:
     return BoundedConnection
 
 
+def connection_class() -> type:
+    """The Connection class `connect` uses (one round trip per statement, bounded waits
+    when given a socket), for hosts that open connections themselves (src/entry.py)."""
+    return _bounded_connection()
+
+
 def connect(
     host: str,
     port: int,
