@@ -190,7 +190,8 @@ def main_worker(cluster: Cluster, tmp_path_factory) -> Iterator[Served]:
     database_url = fresh_database(cluster)
     worker = Workerd(
         database_url,
-        settings={"SUPABASE_URL": jwks.url},
+        # Keys trusted 2 s: the concurrency test makes the Worker refetch amid its storm.
+        settings={"SUPABASE_URL": jwks.url, "JWKS_MAX_AGE": "2"},
         secrets={"SUPABASE_JWT_SECRET": SECRET},
         log_path=tmp_path_factory.mktemp("workerd") / "main.log",
     )
@@ -382,7 +383,7 @@ def test_many_concurrent_syncs_in_one_isolate(main_worker):
     pulling a page of its user's rows: requests interleave in the isolate (each one's
     database work yields to the others'). Without the isolate guard (src/entry.py,
     App.exclusive) this crashed Pyodide ("memory access out of bounds"). Half the users
-    sign with ES256 under a key the Worker has not seen yet, so its JWKS fetch
+    sign with ES256 under a key the Worker has not fetched yet, so its JWKS fetch
     (workers.fetch, outside the guard) runs amid the others' driver calls. Every answer
     must be a 200 with exactly the caller's rows."""
     users = [str(uuid.uuid4()) for _ in range(32)]
@@ -392,6 +393,7 @@ def test_many_concurrent_syncs_in_one_isolate(main_worker):
     key = ec.generate_private_key(ec.SECP256R1())
     kid = "k-storm-" + uuid.uuid4().hex[:8]
     main_worker.jwks.publish(key, kid, "ES256")
+    time.sleep(2.5)  # what the Worker fetched before is stale now: the storm refetches
     issuer = main_worker.jwks.url + "/auth/v1"
     tokens = {
         user: main_worker.hs256(user)

@@ -5,12 +5,16 @@ The Worker var BENCH_GUARD picks the guard before entry.py would make its own:
 - `none`: every request at once, their synchronous driver calls interleaving;
 - `asyncio_lock`: the `asyncio.Lock` Cloudflare's Hyperdrive page suggests;
 - anything else: entry.py's own `IsolateGuard`.
-Everything else is entry.py, unchanged.
+BENCH_TRACEBACKS=1 also prints the traceback of every unexpected error (the App's log
+names only its type). Everything else is entry.py, unchanged.
 """
 
 import asyncio
+import traceback
 
 import entry
+from sync.app import App
+from sync.http import ApiError
 
 
 class _Open:
@@ -23,9 +27,26 @@ class _Open:
         return None
 
 
+def _print_tracebacks() -> None:
+    route = App._route
+
+    async def traced(self, request, trace):
+        try:
+            return await route(self, request, trace)
+        except ApiError:
+            raise
+        except Exception:
+            traceback.print_exc()
+            raise
+
+    App._route = traced
+
+
 class Default(entry.Default):
     async def fetch(self, request):
         if entry._guard is None:
+            if str(getattr(self.env, "BENCH_TRACEBACKS", "")) == "1":
+                _print_tracebacks()
             choice = str(getattr(self.env, "BENCH_GUARD", ""))
             if choice == "none":
                 entry._guard = _Open()
