@@ -103,7 +103,9 @@ class Limits:
     min_body_rate: int = 100_000  # ...plus its size at this many bytes/s (8 MiB: 94 s)
     write_timeout: float = 60.0  # the whole answer
     unauthenticated_body: int = 64 * 1024  # body bytes read before the token is verified
-    buffer_budget: int = 64 * MiB  # body bytes held at once, all connections together
+    # Body bytes held at once, all connections together (the App's parse of a body takes
+    # about twice its size again, so the process's memory is a small multiple of this).
+    buffer_budget: int = 64 * MiB
     budget_wait: float = 2.0  # how long a body waits for budget before a 503
     drain_limit: int = 64 * MiB  # an unread body is read away (unkept) up to this...
     drain_seconds: float = 10.0  # ...and this long, so the client gets its answer, not a reset
@@ -206,11 +208,35 @@ class Wire:
                 raise
 
     def read_exact(self, n: int, deadline: float) -> bytes:
-        while len(self.buffer) < n:
-            self._fill(deadline, self.limits.read_timeout)
-        data = bytes(self.buffer[:n])
-        del self.buffer[:n]
-        return data
+        if n <= 1 << 16 or len(self.buffer) >= n:
+            while len(self.buffer) < n:
+                self._fill(deadline, self.limits.read_timeout)
+            data = bytes(self.buffer[:n])
+            del self.buffer[:n]
+            return data
+        # A large body goes straight into a buffer of its size: the connection's own
+        # buffer never grows to (and keeps, while the connection lives) a body's size.
+        out = bytearray(n)
+        have = len(self.buffer)
+        out[:have] = self.buffer
+        self.buffer = bytearray()
+        view = memoryview(out)
+        while have < n:
+            left = min(self.limits.read_timeout, deadline - time.monotonic())
+            if left <= 0:
+                raise TimeoutError
+            self.sock.settimeout(left)
+            try:
+                got = self.sock.recv_into(view[have:], n - have)
+            except TimeoutError:
+                raise TimeoutError from None
+            except OSError:
+                raise Closed from None
+            if not got:
+                raise Closed
+            have += got
+        view.release()
+        return bytes(out)
 
     def read_line(self, limit: int, deadline: float) -> bytes:
         """One CRLF-terminated line (without it), at most `limit` bytes."""
