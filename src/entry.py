@@ -26,7 +26,7 @@ import workers
 
 from sync.app import App
 from sync.http import ApiError, Request, error_response
-from sync.pg import tune_driver
+from sync.pg import connection_class, tune_driver
 from sync.settings import SETTING_NAMES, Settings, SettingsError
 
 # Module state lives as long as the isolate: one App, so its JWKS and token caches
@@ -83,9 +83,11 @@ def _config(env) -> dict[str, str]:
 
 
 def _connector(hyperdrive):
-    # Hyperdrive speaks plain Postgres to the Worker and TLS to the origin itself.
+    # Hyperdrive speaks plain Postgres to the Worker and TLS to the origin itself. The
+    # class is pg8000's with one round trip per parameterised statement (sync.pg), which
+    # also keeps a statement on one pooled server connection.
     def connect() -> pg8000.native.Connection:
-        return pg8000.native.Connection(
+        return connection_class()(
             user=hyperdrive.user,
             password=hyperdrive.password,
             host=hyperdrive.host,

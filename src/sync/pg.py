@@ -26,14 +26,12 @@ READ_TIMEOUT = 15.0
 def tune_driver() -> None:
     """Keeps, per isolate/process, what pg8000 would otherwise recompute on every request:
     the SCRAM salted password (sync.scram) and the parse of each statement's text (our
-    statements come from a small fixed set, see sync.sql); and sends each parameterised
-    statement in one round trip instead of three (sync.pipeline). Idempotent."""
+    statements come from a small fixed set, see sync.sql). Idempotent."""
     import pg8000.native
 
-    from sync import pipeline, scram
+    from sync import scram
 
     scram.install()
-    pipeline.install()
     if not hasattr(pg8000.native.to_statement, "cache_info"):
         pg8000.native.to_statement = lru_cache(maxsize=256)(pg8000.native.to_statement)
 
