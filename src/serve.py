@@ -105,7 +105,7 @@ class Limits:
     unauthenticated_body: int = 64 * 1024  # body bytes read before the token is verified
     # Body bytes held at once, all connections together (the App's parse of a body takes
     # about twice its size again, so the process's memory is a small multiple of this).
-    buffer_budget: int = 64 * MiB
+    buffer_budget: int = 32 * MiB  # four bodies of the default MAX_BODY_BYTES
     budget_wait: float = 2.0  # how long a body waits for budget before a 503
     drain_limit: int = 64 * MiB  # an unread body is read away (unkept) up to this...
     drain_seconds: float = 10.0  # ...and this long, so the client gets its answer, not a reset
