@@ -91,7 +91,10 @@ MiB = 1024 * 1024
 class Limits:
     """What one client may cost the host. Defaults suit a small server behind a proxy."""
 
-    max_connections: int = 64  # served at once; beyond: 503 and close
+    # Served at once. Above the App's MAX_INFLIGHT (64), so that its per-user 429s, not
+    # this blunt cap, decide who waits; beyond it the longest-idle connection is closed,
+    # or (none idle) the newcomer gets a 503.
+    max_connections: int = 256
     backlog: int = 128  # connections the kernel holds before accept
     max_request_line: int = 8192  # longer: 414
     max_head_bytes: int = 32768  # the header section; larger: 431
