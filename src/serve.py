@@ -545,6 +545,9 @@ class Connection:
             self._run(self.server.app.auth.user_id(head.headers.get("authorization")))
         except ApiError as error:
             raise Refusal(error.status, error.message, error.code, error.headers) from None
+        except Exception as error:  # as App.handle would: a 500, the detail in the log only
+            self.server.log({"msg": "host_error", "exception": type(error).__name__})
+            raise Refusal(500, "internal server error", "internal") from None
 
     def _read_chunked(self, head: Head) -> bytes:
         limits = self.server.limits
