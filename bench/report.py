@@ -229,16 +229,18 @@ def method(meta: dict, cfg: dict) -> str:
   connection (a warm Postgres backend) per request, given back after it, as Hyperdrive's
   transaction-mode pool does; used for everything unless said otherwise. *login per request*
   — a fresh login and backend for every request, as `src/serve.py` does today. *as shipped*
-  — login per request and `src/serve.py` unmodified; the other two set `TCP_NODELAY` on the
-  server's sockets (see the Nagle problem below). Connections open as `src/entry.py` opens
-  them on Workers (`ssl_context=False`).
+  — login per request through `src/serve.py`'s own `connect_url`, and its HTTP sockets as
+  it sets them (it now sets `TCP_NODELAY` itself; the bench sets it on an older,
+  `socketserver`-based host, see the Nagle problem below). Connections otherwise open as
+  `src/entry.py` opens them on Workers (`sync.pg.connection_class()`, `ssl_context=False`).
 - **Latency knob**: a delay injected per **network round trip**, not per statement:
-  `bench/wire.py` wraps pg8000's socket file and sleeps before every flush. pg8000 makes 3
-  round trips per statement with parameters (Parse, Describe, Bind+Execute, each with a
-  Sync) and 1 per simple query (BEGIN, COMMIT); the round-trip counts are in their own
-  table below. The transaction stays open meanwhile, as it would. The login is not
-  delayed (Hyperdrive terminates it in the Worker's location; its CPU is measured
-  apart). Real networks add jitter and bandwidth limits; this adds neither.
+  `bench/wire.py` wraps pg8000's socket file and sleeps before every flush. Connections
+  are of the class both hosts use (`sync.pg.connection_class()`), which sends a statement
+  with parameters as one exchange (Parse, Describe, Bind, Execute, one Sync) where plain
+  pg8000 makes three; a simple query (BEGIN, COMMIT) is one too. The round-trip counts are
+  measured, in their own table below. The transaction stays open meanwhile, as it would.
+  The login is not delayed (Hyperdrive terminates it in the Worker's location; its CPU is
+  measured apart). Real networks add jitter and bandwidth limits; this adds neither.
 - **Push**: one request of N new todos (about 290 bytes each as JSON) from a device that
   already holds a cursor. Checked: all N accepted, N rows stored. *Mixed batch*: 60 %
   inserts, 30 % updates and 10 % deletes of rows the user holds, shuffled (no baseline

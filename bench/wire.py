@@ -1,11 +1,13 @@
 """The database connection as the bench hands it to the App: counted, and slowed on demand.
 
 The latency knob models **network round trips**, not statements. pg8000 writes a request,
-flushes its socket, then blocks reading the answer, so each flush is one round trip: three
-for a statement with parameters (Parse+Sync, Describe+Sync, Bind+Execute+Sync) and one for a
-simple query without (BEGIN, COMMIT). `Stream` wraps pg8000's socket file, counts the
-flushes and sleeps the injected delay before each, so a statement with parameters pays
-3 x RTT, as it would over a real network, and its transaction stays open meanwhile.
+flushes its socket, then blocks reading the answer, so each flush is one round trip. With
+the Connection class both hosts use (`sync.pg.connection_class()`: Parse, Describe, Bind,
+Execute and one Sync) a statement with parameters is one flush, as a simple query is
+(BEGIN, COMMIT); plain pg8000 makes three (a Sync after Parse and after Describe too).
+`Stream` wraps the connection's socket file, counts the flushes and sleeps the injected
+delay before each, so each exchange pays one RTT, as it would over a real network, and its
+transaction stays open meanwhile.
 
 The login is not slowed: on Workers, Hyperdrive terminates the Worker's connection in the
 same location and keeps its connections to the origin database pooled, so only the
@@ -16,10 +18,11 @@ queries travel the distance. (The login's own cost is measured apart, see scram_
 Hyperdrive's transaction mode does. Without it every request logs in to a new backend, as
 the local host (src/serve.py) does today.
 
-Connections are opened as src/entry.py opens them on Workers (`ssl_context=False`), with
-TCP_NODELAY set, as libpq does and pg8000 does not: without it, a statement whose message
-pg8000 writes in more than one segment can wait ~40 ms for a delayed ACK (Nagle). The
-"shipped" style opens them exactly as src/serve.py does (`sync.migrate.connect_url`).
+Connections are opened as src/entry.py opens them on Workers (`sync.pg.connection_class()`,
+`ssl_context=False`), with TCP_NODELAY set, as libpq does and pg8000 does not: without it,
+a statement whose message pg8000 writes in more than one segment can wait ~40 ms for a
+delayed ACK (Nagle). The "shipped" style opens them exactly as src/serve.py does
+(`sync.pg.connect_url`).
 """
 
 from __future__ import annotations
@@ -111,14 +114,17 @@ class Wired:
 def open_connection(
     url: str, style: str = "entry", nodelay: bool = True
 ) -> pg8000.native.Connection:
-    """A login as src/entry.py makes it on Workers (plain socket, `ssl_context=False`), plus
-    TCP_NODELAY; or with style "shipped" as src/serve.py makes it (`connect_url`)."""
+    """A login as src/entry.py makes it on Workers (sync.pg's Connection class, plain socket,
+    `ssl_context=False`), plus TCP_NODELAY; or with style "shipped" as src/serve.py makes it
+    (`connect_url`)."""
     if style == "shipped":
         from sync.migrate import connect_url
 
         return connect_url(url)
+    from sync.pg import connection_class
+
     parts = urlparse(url)
-    con = pg8000.native.Connection(
+    con = connection_class()(
         unquote(parts.username or "postgres"),
         password=unquote(parts.password) if parts.password else None,
         host=parts.hostname or "127.0.0.1",
