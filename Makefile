@@ -7,7 +7,7 @@ UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 export UV
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: help psql dev-reset client-schema demo-picture dev test token migrate lint format setup clean worker-deps bundle deploy \
+.PHONY: help psql dev-reset client-schema demo-picture test-pg15 dev test token migrate lint format setup clean worker-deps bundle deploy \
         chromium client-build test-client test-e2e test-server bench dev-workerd test-workerd bench-workerd
 
 setup: .venv/.synced
@@ -47,7 +47,7 @@ format: setup
 	.venv/bin/ruff check --fix .
 	.venv/bin/ruff format .
 
-test: lint test-server test-workerd test-client test-e2e  ## every test; each starts the Postgres it needs
+test: lint test-server test-pg15 test-workerd test-client test-e2e  ## every test; each starts the Postgres it needs
 
 test-server: setup worker-deps  ## the server's tests (pytest; the workerd ones are test-workerd)
 	$(PY) -m pytest -q --ignore=tests/test_workerd.py
@@ -62,6 +62,12 @@ dev-workerd: setup worker-deps  ## like make dev, but the Worker runs in workerd
 
 bench-workerd: setup worker-deps  ## workerd section of bench/RESULTS.md (~4 min; QUICK=1: ~1 min)
 	$(PY) -m workerd.bench $(if $(QUICK),--quick)
+
+# The suite runs on the pip-installed Postgres 18; the tests that talk SQL run again on
+# Debian's Postgres 15, the oldest major Supabase still runs.
+PG15_TESTS := tests/test_catalog.py tests/test_push.py tests/test_pull.py tests/test_own_tables.py
+test-pg15: setup worker-deps  ## the database-facing tests again on Postgres 15 (Debian's)
+	PG_MAJOR=15 $(PY) -m pytest -q $(PG15_TESTS)
 
 # The PWA client kit (client/): unit tests under Node with the real SQLite WASM, and
 # end-to-end tests in Debian's headless Chromium against the real server.

