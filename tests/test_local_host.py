@@ -23,6 +23,8 @@ from typing import Any
 import pytest
 from conftest import SECRET, build_app, token_for, user_id
 from helpers import change, new_id, todo
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from serve import Limits, Server, serve
 
@@ -743,3 +745,78 @@ def test_a_request_in_flight_is_answered_before_the_host_stops(database_url, sql
         assert proc.wait(timeout=5) == 0
     finally:
         proc.kill()
+
+
+# ---- any bytes at all ---------------------------------------------------------------------
+
+HOSTILE = [
+    b"\x00",
+    b"\r",
+    b"\n",
+    b"\r\n",
+    b" ",
+    b"\t",
+    b":",
+    b",",
+    b";",
+    b"\xff",
+    "²".encode(),
+    "\uff15".encode(),
+    b"\x7f",
+    b"0",
+    b"9" * 20,
+]
+NAMES = [
+    b"Content-Length",
+    b"Transfer-Encoding",
+    b"Host",
+    b"Authorization",
+    b"Expect",
+    b"Connection",
+    b"X-A",
+]
+VALUES = [b"5", b"0", b"chunked", b"100-continue", b"close", b"Bearer x.y.z", b"-1", b"5, 5", b""]
+
+
+@st.composite
+def wire_bytes(draw: st.DrawFn) -> bytes:
+    """A request that is nearly valid, with hostile bytes put in anywhere."""
+    method = draw(st.sampled_from([b"GET", b"POST", b"HEAD", b"BREW", b"G\x00T"]))
+    target = draw(st.sampled_from([b"/api/nope", b"/", b"/api/sync", b"/a?b=c"]))
+    version = draw(st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0", b"HTTP/1.1 "]))
+    lines = [method + b" " + target + b" " + version]
+    for _ in range(draw(st.integers(0, 4))):
+        lines.append(draw(st.sampled_from(NAMES)) + b": " + draw(st.sampled_from(VALUES)))
+    data = b"\r\n".join(lines) + b"\r\n\r\n" + draw(st.binary(max_size=40))
+    for _ in range(draw(st.integers(0, 3))):
+        at = draw(st.integers(0, len(data)))
+        data = data[:at] + draw(st.sampled_from(HOSTILE)) + data[at:]
+    return data
+
+
+def test_any_bytes_get_json_answers_or_a_close_and_never_a_500(start):
+    port = start(Limits(read_timeout=1.0))
+
+    @settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(wire_bytes())
+    def check(data: bytes) -> None:
+        client = Client(port)
+        client.send(data)
+        client.sock.shutdown(socket.SHUT_WR)
+        while True:
+            try:
+                answer = client.answer(timeout=5)
+            except EOFError:
+                break
+            if answer.status == 100:
+                continue
+            assert answer.status < 500 or answer.status in (501, 505), (data, answer)
+            assert answer.headers["content-type"].startswith("application/json"), (data, answer)
+            if answer.status >= 400 and answer.body:  # HEAD answers have no body
+                answer.error_code()
+        client.close()
+
+    check()
+    client = Client(port)
+    client.send(request("GET", "/api/nope"))
+    assert client.answer().status == 404  # still serving
