@@ -39,13 +39,29 @@ let online = true;
 let lastState = null;
 let autoTimer = null;
 
-function userFromToken(t) {
+function claimsOf(t) {
   try {
-    const payload = JSON.parse(atob(t.split('.')[1].replace(/-/g, '+').replace(/_/g, '/')));
-    return typeof payload.sub === 'string' ? payload.sub : null;
+    return JSON.parse(atob(t.split('.')[1].replace(/-/g, '+').replace(/_/g, '/')));
   } catch {
     return null;
   }
+}
+
+function userFromToken(t) {
+  const payload = claimsOf(t);
+  return typeof payload?.sub === 'string' ? payload.sub : null;
+}
+
+/** Seconds left before the token expires (negative once it has), or null without `exp`. */
+function secondsLeft(t) {
+  const exp = claimsOf(t)?.exp;
+  return typeof exp === 'number' ? Math.round(exp - Date.now() / 1000) : null;
+}
+
+/** Shows the sign-in form with the reason, so an expired token is never a dead end. */
+function askForToken(why) {
+  $('signin').hidden = false;
+  $('signin-why').textContent = why;
 }
 
 async function act(method, args) {
@@ -74,6 +90,7 @@ async function syncNow() {
     if (inFlight === 0) $('sync').textContent = 'Sync now';
   }
   await render();
+  if (result?.error?.code === 'unauthorized') askForToken('The server refused the access token (expired, or signed for another project).');
   document.body.dataset.syncs = String(++syncCount);
   return result;
 }
@@ -148,6 +165,7 @@ async function render() {
   const last = st.log[0];
   const waitingText = `${st.pending} change${st.pending === 1 ? '' : 's'} waiting`;
   if (!token) setStatus('no access token: paste one above', 'error');
+  else if ((secondsLeft(token) ?? 1) <= 0) setStatus('the access token has expired: paste a new one above', 'error');
   else if (!online) setStatus(`offline · ${waitingText}`, 'muted');
   else if (!last) setStatus(`${waitingText} · not synced yet`);
   else if (last.ok) setStatus(`${waitingText} · synced ${last.at.slice(11, 19)} (↑${last.pushed} ↓${last.pulled}${last.rejected ? `, ${last.rejected} refused` : ''})`, 'ok');
@@ -174,7 +192,20 @@ async function start() {
   $('user').textContent = userId ? `${userId.slice(0, 8)}…` : 'nobody';
   $('user').title = userId ?? '';
   $('signin').hidden = Boolean(userId);
+  if (!token) askForToken('This device has no access token yet.');
+  else if (!userId) askForToken('That token is not a readable access token.');
+  else if ((secondsLeft(token) ?? 1) <= 0) askForToken('The access token of this device has expired.');
   document.title = `${device} · Sync demo`;
+
+  // Two windows of one device share one local database; another device gets its own
+  // (the `device=` hash parameter), signed in as the same user.
+  const another = `device-${Math.random().toString(36).slice(2, 6)}`;
+  $('new-device').href = `#device=${another}&storage=${want}${token ? `&token=${encodeURIComponent(token)}` : ''}`;
+  $('signout').addEventListener('click', () => {
+    localStorage.removeItem(tokenKey);
+    location.hash = `device=${device}&storage=${want}`;
+    location.reload();
+  });
 
   $('token-form').addEventListener('submit', (e) => {
     e.preventDefault();

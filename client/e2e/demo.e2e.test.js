@@ -217,3 +217,29 @@ test('OPFS keeps the data across a reload, also with the network gone', { timeou
   await laptop.page.waitForFunction(() => document.body.dataset.ready === 'opfs', null, { timeout: 30_000 });
 
 });
+
+const tid = (id) => `[data-testid="${id}"]`;
+
+test('an expired token is no dead end: the page asks for a new one; sign out; another device', { timeout: 120_000 }, async () => {
+  const expired = mintToken(secret, { sub: userA, ttlSeconds: -120 });
+  const d = await openDevice(browser, server.url, { device: 'stale', token: expired, storage: 'memory' });
+  assert.equal(await d.page.isVisible(tid('signin')), true);
+  assert.match(await d.page.textContent(tid('signin-why')), /expired/);
+  assert.match(await d.page.textContent(tid('status')), /expired/);
+  // a fresh token pasted into the form signs this device in again
+  await d.page.fill(`${tid('token-form')} input[name=token]`, tokenA);
+  await Promise.all([d.page.waitForEvent('load'), d.page.click(`${tid('token-form')} button`)]);
+  await d.page.waitForFunction(() => Number(document.body.dataset.syncs || 0) >= 1, null, { timeout: 60_000 });
+  assert.equal(await d.page.isVisible(tid('signin')), false);
+  assert.equal((await d.page.evaluate(() => window.syncDemo.state().log[0])).ok, true);
+  // "open another device" names a device of its own, signed in as the same user
+  const href = await d.page.getAttribute(tid('new-device'), 'href');
+  assert.match(href, /^#device=device-[a-z0-9]+&storage=memory&token=/);
+  // sign out forgets this device's token
+  await Promise.all([d.page.waitForEvent('load'), d.page.click(tid('signout'))]);
+  await d.page.waitForFunction(() => document.body.dataset.ready, null, { timeout: 30_000 });
+  assert.equal(await d.page.isVisible(tid('signin')), true);
+  assert.match(await d.page.textContent(tid('signin-why')), /no access token/);
+  assert.deepEqual(d.errors.filter((e) => !/401|Unauthorized/i.test(e)), []);
+  await d.context.close();
+});
