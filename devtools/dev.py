@@ -144,9 +144,12 @@ def main() -> int:
 
 
 def _main() -> int:
-    from serve import run
+    from serve import run, signal_pipe
     from sync.migrate import migrate, verify
 
+    # A SIGTERM/SIGINT during start-up (Postgres, migrations) is kept, not fatal: serving
+    # then stops at once and the finally below stops Postgres (serve.run reads the pipe).
+    signals = signal_pipe()
     directory = data_dir()
     env = dict(os.environ)
     host, port = env.get("HOST", "127.0.0.1"), int(env.get("PORT", "8787"))
@@ -197,7 +200,7 @@ def _main() -> int:
         if "SUPABASE_JWT_SECRET" not in os.environ:
             notes.insert(0, f"dev JWT secret (HS256): {env['SUPABASE_JWT_SECRET']}")
         try:
-            run(env, tuple(notes))
+            run(env, tuple(notes), signals=signals)
         except OSError as error:  # the port was taken between the check and the bind
             raise StartError(f"cannot serve on {host}:{port}: {error.strerror}") from None
     finally:

@@ -268,3 +268,22 @@ def test_dev_recovers_from_a_cluster_an_earlier_run_left_behind(tmp_path):
     assert "stale postmaster.pid" in orphan.recover_stale()
     orphan.start()
     orphan.stop()
+
+
+def test_signals_during_start_up_stop_it_cleanly_database_included(tmp_path):
+    """SIGTERM twice while Postgres starts (make forwards one, `timeout` sends another):
+    make dev exits promptly, and leaves no Postgres running."""
+    data = tmp_path / "data"
+    proc = start_dev(data, free_port())
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("starting the embedded Postgres"), line
+        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, rest
+    assert "stopped" in rest
+    assert not (data / "postgres" / "pgdata" / "postmaster.pid").exists()
