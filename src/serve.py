@@ -810,10 +810,12 @@ def make_app(env: dict[str, str]) -> App:
 def signal_pipe() -> int:
     """A pipe that SIGINT and SIGTERM write a byte to; returns its read end.
 
-    The handler takes no lock and allocates nothing that can deadlock: a handler that set a
-    threading.Event could interrupt the main thread inside that Event's own lock and hang
-    for good (a second SIGTERM during shutdown did). The pipe stays open for the life of
-    the process, so a late signal never writes into a reused descriptor."""
+    The handler takes no lock: a handler that set a threading.Event could interrupt the
+    main thread inside that Event's own lock and hang for good (a second SIGTERM during
+    shutdown did). The byte is also written by the C-level handler (`set_wakeup_fd`): the
+    kernel may deliver a signal to any thread, and then the main thread, blocked in
+    select(), would not wake to run a Python handler at all. The pipe stays open for the
+    life of the process, so a late signal never writes into a reused descriptor."""
     read, write = os.pipe()
     os.set_blocking(read, False)
     os.set_blocking(write, False)
@@ -824,17 +826,23 @@ def signal_pipe() -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.set_wakeup_fd(write, warn_on_full_buffer=False)
     return read
 
 
 def wait_for_signal(fd: int, timeout: float | None = None) -> bool:
-    """True once a signal's byte arrived on `fd` (consumed), False on timeout."""
-    ready, _, _ = select.select([fd], [], [], timeout)
-    if not ready:
-        return False
-    with contextlib.suppress(BlockingIOError):
-        os.read(fd, 4096)
-    return True
+    """True once a signal's byte arrived on `fd` (consumed), False on timeout. Wakes at
+    least once a second, so that a pending Python-level handler runs in any case."""
+    end = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = 1.0 if end is None else min(1.0, end - time.monotonic())
+        if left <= 0:
+            return False
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            with contextlib.suppress(BlockingIOError):
+                os.read(fd, 4096)
+            return True
 
 
 def run(
