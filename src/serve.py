@@ -32,18 +32,18 @@ The rules, so that what a proxy in front sees and what this server sees cannot d
   included) pass through unchanged.
 - Cost before authentication is bounded: at most `Limits.unauthenticated_body` bytes of a
   body are read before the Authorization header has been verified (`App.auth`, whose
-  answer is cached, so the App's own check is cheap; so for such a body, a missing or bad
-  token is a 401 before the App looks at route or media type); body bytes held at once across all
-  connections are bounded by `Limits.buffer_budget`; each read has a timeout and each head
-  and body a deadline; connections are capped (at the cap the longest-idle connection is
-  closed to make room; if none is idle, a quick 503), the listen
-  backlog is `Limits.backlog`, and an idle keep-alive connection is closed after
-  `Limits.idle_timeout`.
+  answer is cached, so the App's own check is cheap). For a larger body a missing or bad
+  token is therefore a 401 before the App looks at route or media type.
+- Body bytes held at once across all connections are bounded (`Limits.buffer_budget`);
+  each read has a timeout, and each head and body a deadline; connections are capped (at
+  the cap the longest-idle connection is closed to make room; if none is idle, a quick
+  503); the listen backlog is `Limits.backlog`; an idle keep-alive connection is closed
+  after `Limits.idle_timeout`.
 - Behind a reverse proxy, keep the proxy's idle timeout for upstream connections below
   `Limits.idle_timeout` (15 s), or it may send a request on a connection this side is
   closing.
-- Shutdown is signal-safe: the SIGINT/SIGTERM handler only writes a byte to a pipe; the main
-  thread waits on the pipe, stops accepting, lets requests in flight finish for a short
+- Shutdown is signal-safe: SIGINT/SIGTERM only write a byte to a pipe; the main thread
+  waits on the pipe, stops accepting, lets requests in flight finish for a short
   grace period (a second signal cuts it short) and returns.
 """
 
