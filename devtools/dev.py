@@ -199,6 +199,11 @@ def _main() -> int:
         notes = ["a token for curl: make token   (USER_ID=<uuid>, EXPIRES_IN=<seconds>)"]
         if "SUPABASE_JWT_SECRET" not in os.environ:
             notes.insert(0, f"dev JWT secret (HS256): {env['SUPABASE_JWT_SECRET']}")
+            # The secret is ours, so the demo may offer a "dev sign-in" (devtools.dev_signin).
+            from devtools.dev_signin import install
+
+            install(env["SUPABASE_JWT_SECRET"])
+            notes.append("the demo at / offers a dev sign-in (this dev secret only)")
         try:
             run(env, tuple(notes), signals=signals)
         except OSError as error:  # the port was taken between the check and the bind

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 import jwt
@@ -223,6 +224,25 @@ def test_dev_prints_its_database_and_refuses_a_second_run_and_a_busy_port(tmp_pa
         with urllib.request.urlopen(preflight) as answer:
             assert answer.headers["access-control-allow-origin"] == "http://localhost:5173"
 
+        # The demo's dev sign-in (only with the secret make dev made itself).
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/dev/token") as answer:
+            assert json.loads(answer.read())["devSignIn"] is True
+        minted = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/dev/token", data=b"{}", method="POST"
+        )
+        with urllib.request.urlopen(minted) as answer:
+            signed_in = json.loads(answer.read())
+        sync = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/sync",
+            data=b'{"lastSyncAt":null,"changes":[]}',
+            headers={
+                "authorization": f"Bearer {signed_in['token']}",
+                "content-type": "application/json",
+            },
+        )
+        with urllib.request.urlopen(sync) as answer:
+            assert json.loads(answer.read())["success"] is True
+
         # make psql reaches the running server's database.
         psql = run_tool("devtools.psql", data, "-tAc", "SELECT count(*) FROM sync_migrations")
         assert psql.returncode == 0, psql.stderr
@@ -287,3 +307,31 @@ def test_signals_during_start_up_stop_it_cleanly_database_included(tmp_path):
     assert proc.returncode == 0, rest
     assert "stopped" in rest
     assert not (data / "postgres" / "pgdata" / "postmaster.pid").exists()
+
+
+def test_no_dev_sign_in_with_a_secret_of_ones_own(tmp_path):
+    """With the user's SUPABASE_JWT_SECRET (maybe a real project's) nothing mints tokens."""
+    port = free_port()
+    env = {**os.environ, "DEV_DATA_DIR": str(tmp_path / "data"), "PORT": str(port)}
+    env["SUPABASE_JWT_SECRET"] = "a-secret-of-the-users-own-" + "x" * 20
+    env.pop("DATABASE_URL", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "devtools.dev"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        lines = wait_ready(proc)
+        assert not any("dev sign-in" in line for line in lines)
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/dev/token")
+            raise AssertionError("the dev sign-in route answered")
+        except urllib.error.HTTPError as error:
+            assert error.code == 404
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    assert proc.returncode == 0

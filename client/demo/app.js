@@ -62,6 +62,27 @@ function secondsLeft(t) {
 function askForToken(why) {
   $('signin').hidden = false;
   $('signin-why').textContent = why;
+  offerDevSignIn();
+}
+
+/** Under `make dev` only, the server mints dev tokens (`/api/dev/token`); elsewhere 404. */
+async function offerDevSignIn() {
+  const url = new URL('/api/dev/token', syncUrl);
+  if (!['localhost', '127.0.0.1', '[::1]'].includes(url.hostname)) return; // make dev is local
+  try {
+    const probe = await fetch(url);
+    if (!probe.ok) return;
+  } catch {
+    return;
+  }
+  $('dev-signin-row').hidden = false;
+  $('dev-signin').onclick = async () => {
+    const res = await fetch(url, { method: 'POST', body: '{}' });
+    if (!res.ok) return setStatus(`dev sign-in failed: HTTP ${res.status}`, 'error');
+    localStorage.setItem(tokenKey, (await res.json()).token);
+    location.hash = `device=${device}&storage=${want}`;
+    location.reload();
+  };
 }
 
 async function act(method, args) {

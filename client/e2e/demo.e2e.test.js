@@ -240,6 +240,16 @@ test('an expired token is no dead end: the page asks for a new one; sign out; an
   await d.page.waitForFunction(() => document.body.dataset.ready, null, { timeout: 30_000 });
   assert.equal(await d.page.isVisible(tid('signin')), true);
   assert.match(await d.page.textContent(tid('signin-why')), /no access token/);
-  assert.deepEqual(d.errors.filter((e) => !/401|Unauthorized/i.test(e)), []);
+  // (the refused token's 401, and the 404 of the dev sign-in probe this server lacks)
+  assert.deepEqual(d.errors.filter((e) => !/401|Unauthorized|404/i.test(e)), []);
+  await d.context.close();
+});
+
+test('the dev sign-in is offered only by a server that mints dev tokens', { timeout: 60_000 }, async () => {
+  // This suite's server has a secret of its own, as a real deployment: no such route.
+  const d = await openDevice(browser, server.url, { device: 'nodev', token: mintToken(secret, { sub: userA, ttlSeconds: -60 }), storage: 'memory' });
+  await d.page.waitForTimeout(300);
+  assert.equal(await d.page.isVisible(tid('dev-signin-row')), false);
+  assert.equal((await fetch(`${server.url}/api/dev/token`)).status, 404);
   await d.context.close();
 });
