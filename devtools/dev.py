@@ -197,6 +197,11 @@ def _main() -> int:
                 "only; set ALLOWED_ORIGINS to choose)"
             )
         notes = ["a token for curl: make token   (USER_ID=<uuid>, EXPIRES_IN=<seconds>)"]
+        if env.get("LOG_FORMAT", "pretty") != "json":
+            from devtools.devlog import install as readable_logs
+
+            readable_logs()
+            notes.append("logs: one line per request (LOG_FORMAT=json for the JSON records)")
         if "SUPABASE_JWT_SECRET" not in os.environ:
             notes.insert(0, f"dev JWT secret (HS256): {env['SUPABASE_JWT_SECRET']}")
             # The secret is ours, so the demo may offer a "dev sign-in" (devtools.dev_signin).

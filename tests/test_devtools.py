@@ -335,3 +335,36 @@ def test_no_dev_sign_in_with_a_secret_of_ones_own(tmp_path):
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=60)
     assert proc.returncode == 0
+
+
+def test_readable_log_lines_for_the_terminal():
+    from devtools.devlog import pretty
+
+    line = pretty(
+        {
+            "msg": "request",
+            "request_id": "abc",
+            "method": "POST",
+            "path": "/api/sync",
+            "status": 200,
+            "ms": 71.59,
+            "phases": {"auth": 0.65, "connect": 11.72, "push": 12.31},
+            "user_id": "00000000-0000-4000-8000-000000000001",
+            "changes": 3,
+            "accepted": 2,
+            "rejected": 1,
+            "pulled": 4,
+            "has_more": True,
+            "error": "unauthorized",
+            "reject_codes": {"unknown_column": 1},
+        }
+    )
+    assert "\n" not in line
+    assert "POST /api/sync 200  72 ms  user 00000000" in line
+    assert "changes 3 ok 2 refused 1 pulled 4 (more to pull)" in line
+    assert "error=unauthorized" in line and "reject_codes=unknown_column:1" in line
+    assert line.endswith("[auth 1 · connect 12 · push 12]")
+    assert "abc" not in line  # the request id stays in the JSON records
+    assert pretty({"msg": "host_error", "exception": "OSError"}).endswith(
+        "host_error exception=OSError"
+    )
