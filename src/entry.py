@@ -49,10 +49,11 @@ class IsolateGuard:
     the releasing request's context. Here a waiter polls with `asyncio.sleep`, whose
     timer belongs to its own request, backing off from 1 ms to `MAX_POLL`.
 
-    A request that holds the guard and is never resumed (its client went away and the
-    runtime dropped it) would block the isolate for good; after `lease` seconds the next
-    waiter takes over. The App bounds its own work by REQUEST_TIMEOUT_MS, so a live
-    holder is done by then."""
+    A request that holds the guard and is never resumed would block the isolate for good.
+    A client going away no longer does that (fetch keeps the work alive with waitUntil),
+    but the runtime may still drop a request (waitUntil's own time limit); after `lease`
+    seconds the next waiter takes over. The App bounds its own work by
+    REQUEST_TIMEOUT_MS, so a live holder is done by then."""
 
     MAX_POLL = 0.008  # seconds; also the worst added latency of a hand-over
 
@@ -160,7 +161,13 @@ class Default(workers.WorkerEntrypoint):
         # The App holds the guard around its database work only (see App.exclusive): the
         # token check and the per-user limits come first, so one user's pile of requests
         # is refused with 429 instead of queueing in front of everyone else's.
-        response = await _app.handle(sync_request)
+        # Run to the end even if the client goes away: the runtime cancels a request whose
+        # client disconnects, and a request cancelled inside App.exclusive never leaves it,
+        # so every other request of the isolate would wait out the guard's lease (measured
+        # in workerd: 52 s). waitUntil keeps the request alive until its work is done.
+        work = asyncio.ensure_future(_app.handle(sync_request))
+        self.ctx.waitUntil(work)
+        response = await work
         return _to_workers(response)
 
 

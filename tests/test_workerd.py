@@ -19,6 +19,7 @@ import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -464,6 +465,36 @@ def test_one_users_pile_of_syncs_is_refused_not_queued(main_worker):
     finally:
         con.close()
     assert count == statuses.count(200)
+    assert_alive(main_worker)
+
+
+def test_clients_that_go_away_mid_sync_do_not_stall_the_isolate(main_worker):
+    """The runtime cancels a request whose client disconnects; cancelled while holding
+    the isolate guard, it never released it, and every other request waited out the
+    guard's lease (52 s measured). entry.py keeps the work alive (waitUntil) instead."""
+    user = str(uuid.uuid4())
+    seed_todos(main_worker.database_url, user, 2000)  # a pull that takes a while
+    token = main_worker.hs256(user)
+    host, port = main_worker.url.removeprefix("http://").split(":")
+    body = json.dumps({"lastSyncAt": None, "changes": []}).encode()
+    for pause in (0.05, 0.1, 0.2, 0.3):
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(
+                (
+                    f"POST /api/sync HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
+                    f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+                ).encode()
+                + body
+            )
+            time.sleep(pause)  # the Worker is reading rows now
+            # RST, not FIN: the client is gone at once.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    began = time.monotonic()
+    answer = sync(main_worker.url, main_worker.hs256(str(uuid.uuid4())))
+    waited = time.monotonic() - began
+    assert answer.status == 200, (answer.body, main_worker.worker.log_tail())
+    assert waited < 10, f"the next sync waited {waited:.1f} s"
+    assert "past its lease" not in main_worker.worker.log_tail(100_000)
     assert_alive(main_worker)
 
 

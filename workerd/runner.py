@@ -61,6 +61,7 @@ class Workerd:
 
     def start(self, timeout: float = 90.0) -> str:
         bundle_dir = bundle.build(say=lambda _line: None)
+        _prune_runs(keep=20)
         self.run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=_ensure(bundle.CACHE)))
         config = write(
             WorkerConfig(self.database_url, self.host, self.port, self.settings, self.main),
@@ -160,6 +161,14 @@ class Workerd:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _prune_runs(keep: int) -> None:
+    """Each run keeps its directory for its log (worth reading after a crash); only the
+    newest `keep` stay."""
+    runs = sorted(bundle.CACHE.glob("run-*"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in runs[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _ensure(path: Path) -> Path:

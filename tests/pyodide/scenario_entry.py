@@ -78,7 +78,9 @@ async def send(entry, env, method, path, headers=None, body=None):
     request = js.Request.new(
         "https://sync.example" + path, to_js(init, dict_converter=js.Object.fromEntries)
     )
-    response = await entry.Default(types.SimpleNamespace(), env).fetch(request)
+    # The runtime's ExecutionContext: waitUntil keeps a request's work alive past its client.
+    ctx = types.SimpleNamespace(waitUntil=lambda _work: None)
+    response = await entry.Default(ctx, env).fetch(request)
     null_body = response.body is None
     text = await response.text()
     return {
