@@ -61,7 +61,7 @@ class Workerd:
 
     def start(self, timeout: float = 90.0) -> str:
         bundle_dir = bundle.build(say=lambda _line: None)
-        _prune_runs(keep=20)
+        _prune(bundle.CACHE, keep=20, pattern="run-*")
         self.run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=_ensure(bundle.CACHE)))
         config = write(
             WorkerConfig(self.database_url, self.host, self.port, self.settings, self.main),
@@ -75,6 +75,8 @@ class Workerd:
         ]
         if self.snapshot:
             snap_dir = _ensure(bundle.CACHE / "snapshots" / snapshot_key(self.main))
+            os.utime(snap_dir)  # the newest use keeps it from being pruned
+            _prune(bundle.CACHE / "snapshots", keep=4)  # ~40 MB each; src/ edits add more
             args.append(f"--python-snapshot-dir={snap_dir}")
             if (snap_dir / "snapshot.bin").exists():
                 args.append("--python-load-snapshot=snapshot.bin")
@@ -163,11 +165,11 @@ class Workerd:
         self.stop()
 
 
-def _prune_runs(keep: int) -> None:
-    """Each run keeps its directory for its log (worth reading after a crash); only the
-    newest `keep` stay."""
-    runs = sorted(bundle.CACHE.glob("run-*"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for old in runs[keep:]:
+def _prune(directory: Path, keep: int, pattern: str = "*") -> None:
+    """Keeps the newest `keep` entries: run directories (each keeps its log, worth reading
+    after a crash) and snapshots (one per version of the modules)."""
+    entries = sorted(directory.glob(pattern), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in entries[keep:]:
         shutil.rmtree(old, ignore_errors=True)
 
 
