@@ -20,6 +20,7 @@ The constraint is real: the bench adds a CHECK on `todos.title` to its own datab
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import multiprocessing
 import statistics
 import threading
@@ -424,13 +425,15 @@ def bystander(
     attack_k: int,
     pause: float,
     log: Callable[[str], None],
+    parts: bool = True,
 ) -> dict[str, Any]:
     """Two bystanders (one on a kept-alive connection, one opening a new connection per
     sync) alone, under attack, and alone again, on one pooled server (RTT 0, default
     settings). The attacker is one account: `batch_threads` connections looping
     heavy batches and `tiny_threads` connections each looping a one-row update of the same
     few hot rows; after a refusal an attacker waits only `pause` seconds, whatever
-    Retry-After says."""
+    Retry-After says. With `parts`, two more phases follow the attack: its heavy batches
+    alone, then its tiny requests alone."""
     lock = threading.Lock()
     context = multiprocessing.get_context("spawn")
     with Server(url, 0, True, BENCH_NODELAY="1") as server:
@@ -481,31 +484,41 @@ def bystander(
             for kind in bystanders:
                 log(f"bystander ({kind}) {name}: {_summary(phases[kind][name])}")
 
+        def under_attack(name: str, heavy: int, tiny: int) -> dict[str, Any]:
+            """One attacking process with `heavy` and `tiny` connections, for one phase."""
+            stop = context.Event()
+            ours, theirs = context.Pipe()
+            part = dataclasses.replace(attack, batch_threads=heavy, tiny_threads=tiny)
+            process = context.Process(target=_attack, args=(part, stop, theirs), daemon=True)
+            process.start()
+            try:
+                if not ours.poll(60) or ours.recv() != "started":
+                    raise RuntimeError("the attacking process did not start")
+                time.sleep(min(1.0, seconds / 4))  # the pile-up forms first
+                measured(name, seconds)
+                stop.set()
+                if not ours.poll(180):
+                    raise RuntimeError("the attacking process did not report")
+                attacked = ours.recv()
+            finally:
+                stop.set()
+                process.join(10)
+                if process.is_alive():
+                    process.kill()
+                    process.join()
+            sides = attacked["sides"]
+            log(
+                f"attacker ({name}): heavy {sides['batch']['statuses']}, "
+                f"tiny {sides['tiny']['statuses']} in {attacked['seconds']:.1f} s"
+            )
+            return {"batch_threads": heavy, "tiny_threads": tiny, **attacked}
+
         measured("alone", seconds)
-        stop = context.Event()
-        ours, theirs = context.Pipe()
-        process = context.Process(target=_attack, args=(attack, stop, theirs), daemon=True)
-        process.start()
-        try:
-            if not ours.poll(60) or ours.recv() != "started":
-                raise RuntimeError("the attacking process did not start")
-            time.sleep(min(1.0, seconds / 4))  # the pile-up forms first
-            measured("attack", seconds)
-            stop.set()
-            if not ours.poll(180):
-                raise RuntimeError("the attacking process did not report")
-            attacked = ours.recv()
-        finally:
-            stop.set()
-            process.join(10)
-            if process.is_alive():
-                process.kill()
-                process.join()
-        sides = attacked["sides"]
-        log(
-            f"attacker: heavy {sides['batch']['statuses']}, tiny {sides['tiny']['statuses']} "
-            f"in {attacked['seconds']:.1f} s"
-        )
+        attacks = {"attack": under_attack("attack", batch_threads, tiny_threads)}
+        if parts:  # each half of the attack alone, to tell what the bystander feels most
+            attacks["attack_heavy"] = under_attack("attack_heavy", batch_threads, 0)
+            attacks["attack_tiny"] = under_attack("attack_tiny", 0, tiny_threads)
+        attacked, sides = attacks["attack"], attacks["attack"]["sides"]
         measured("after", seconds / 2)
         for who in bystanders.values():
             who.device.client.close()
@@ -531,6 +544,7 @@ def bystander(
         "bystanders": stats,
         "intact": intact,
         "attacker": sides,
+        "attacks": attacks,
     }
 
 
@@ -601,6 +615,7 @@ def measure(url: str, rows: Rows, cfg: Any, log: Callable[[str], None]) -> dict[
             cfg.attack_k,
             cfg.attack_pause_s,
             log,
+            cfg.attack_parts,
         )
     finally:
         with contextlib.closing(admin(url)) as con:

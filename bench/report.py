@@ -1060,7 +1060,13 @@ def hostile_section(results: dict) -> str:
     batches, watch = data["batches"], data["bystander"]
     batch_table, notes = hostile_batches(batches, data["max_row_bytes"])
     bystanders, attacker = watch["bystanders"], watch["attacker"]
-    names = {"alone": "alone", "attack": "while one account attacks", "after": "alone, after"}
+    names = {
+        "alone": "alone",
+        "attack": "while one account attacks",
+        "attack_heavy": "attack: heavy batches only",
+        "attack_tiny": "attack: tiny requests only",
+        "after": "alone, after",
+    }
     bystander_rows = [
         [
             kind,
@@ -1162,6 +1168,32 @@ def hostile_section(results: dict) -> str:
         + verdicts
         + " "
         + _attack_meaning(watch, refused, other, kept)
+        + _halves(watch, next(iter(bystanders)))
+    )
+
+
+def _halves(watch: dict, kind: str) -> str:
+    """What each half of the attack alone did to the bystander, when the run measured it."""
+    phases, attacks = watch["bystanders"][kind], watch.get("attacks", {})
+    if "attack_heavy" not in phases or "attack_tiny" not in phases:
+        return ""
+
+    def at(name: str) -> str:
+        p = phases[name]
+        return f"p50 {num(p.get('p50_ms'), 1)} / p99 {num(p.get('p99_ms'), 1)} ms"
+
+    tiny = attacks.get("attack_tiny", {}).get("sides", {}).get("tiny", {})
+    heavy_p99 = phases["attack_heavy"].get("p99_ms") or 0
+    tiny_p99 = phases["attack_tiny"].get("p99_ms") or 0
+    bigger = "the flood of tiny requests" if tiny_p99 > heavy_p99 else "the heavy batches"
+    return (
+        f"\n\nEach half of the attack alone, same length, right after: the {kind} bystander "
+        f"had {at('attack_heavy')} under the {watch['batch_threads']} heavy-batch connections "
+        f"alone, {at('attack_tiny')} under the {watch['tiny_threads']} tiny-request "
+        f"connections alone ({num(tiny.get('requests'))} requests, "
+        f"{num(tiny.get('statuses', {}).get('429', 0))} of them answered 429), against "
+        f"{at('attack')} under both and {at('alone')} alone: of the two, {bigger} cost it "
+        "more at p99 in this run."
     )
 
 

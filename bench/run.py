@@ -61,6 +61,7 @@ class Config:
     attack_n: int = 1000
     attack_k: int = 10
     attack_pause_s: float = 0.05
+    attack_parts: bool = True  # also each half of the attack alone
 
     @classmethod
     def quick(cls) -> Config:
