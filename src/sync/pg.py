@@ -112,6 +112,16 @@ def _bounded_connection() -> type:
         _first_answer_by: float | None = None
         _read_timeout: float | None = None
 
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            """pg8000's login; a refusal relayed by a pooler says what Postgres would."""
+            try:
+                super().__init__(*args, **kwargs)
+            except Exception as error:
+                refusal = _pooler_refusal(error)
+                if refusal is not None:
+                    raise refusal from error
+                raise
+
         def execute_unnamed(
             self, statement: str, vals: Any = (), oids: Any = (), stream: Any = None
         ) -> Any:
@@ -211,9 +221,6 @@ def connect(
         except Exception as error:
             if _timed_out(error):
                 raise TimeoutError(f"no login at {host}:{port} in {connect_timeout:g} s") from error
-            refusal = _pooler_refusal(error)
-            if refusal is not None:
-                raise refusal from error
             raise
     except BaseException:
         sock.close()
