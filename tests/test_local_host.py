@@ -15,18 +15,20 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SECRET, build_app, token_for, user_id
+from conftest import SECRET, TEMPLATE, build_app, token_for, user_id
 from helpers import change, new_id, todo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from serve import Limits, Server, serve
+from sync.migrate import connect_url
 
 ROOT = Path(__file__).resolve().parents[1]
 SYNC_BODY = b'{"lastSyncAt":null,"changes":[]}'
@@ -129,6 +131,19 @@ def sync_head(user: str | None, extra: dict[str, str] | None = None) -> dict[str
 
 def chunked(*parts: bytes) -> bytes:
     return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
+
+
+@pytest.fixture(scope="module")
+def database_url(cluster: Any) -> str:
+    """One database for this module (its tests use fresh user ids): a clone per test
+    would cost more than the framing tests themselves."""
+    name = "t_host_" + uuid.uuid4().hex[:12]
+    con = connect_url(cluster.url())
+    try:
+        con.run(f'CREATE DATABASE "{name}" TEMPLATE {TEMPLATE}')
+    finally:
+        con.close()
+    return cluster.url(database=name)
 
 
 @pytest.fixture
