@@ -40,7 +40,7 @@ from urllib.parse import urlsplit
 
 from devtools.pgcluster import Cluster, free_port
 from devtools.token import make_token
-from workerd.config import ROOT
+from workerd.config import ROOT, wrangler_toml
 from workerd.runner import Workerd
 
 sys.path.insert(0, str(ROOT / "src"))
@@ -248,6 +248,49 @@ def main() -> int:
     return 0
 
 
+def rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+def body_memory(database_url: str, token: str, megabytes: float, chunked: bool) -> dict:
+    """What one body costs the workerd process (RSS, a fresh isolate each time)."""
+    with Workerd(database_url, secrets={"SUPABASE_JWT_SECRET": SECRET}) as worker:
+        timed_syncs(worker.url, [token], 2, 1)
+        before = rss(worker.proc.pid)
+        body = b'{"lastSyncAt": null, "changes": []' + b" " * int(megabytes * 1e6) + b"}"
+        head = (
+            "POST /api/sync HTTP/1.1\r\nHost: bench\r\n"
+            f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+        ).encode()
+        if chunked:
+            data = head + b"Transfer-Encoding: chunked\r\n\r\n"
+            data += b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+        else:
+            data = head + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+        host, port = worker.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=60) as s:
+
+            def send() -> None:
+                with contextlib.suppress(OSError):  # the Worker may stop reading
+                    s.sendall(data)
+
+            sender = threading.Thread(target=send, daemon=True)
+            sender.start()
+            status = s.recv(200).decode(errors="replace").split("\r\n")[0]
+            time.sleep(0.5)  # what the isolate still does with it after answering
+            grew = rss(worker.proc.pid) - before
+            sender.join(timeout=30)
+    return {
+        "megabytes": megabytes,
+        "chunked": chunked,
+        "status": status.removeprefix("HTTP/1.1 "),
+        "grew_mb": round(grew / 1e6, 1),
+    }
+
+
 @contextlib.contextmanager
 def local_host(database_url: str) -> Iterator[str]:
     """`src/serve.py` in a process of its own, as `make dev` runs it."""
@@ -369,6 +412,12 @@ def run(database_url: str, reps: int, per_request: int, quick: bool) -> dict:
         finally:
             relay.close()
     out["latency"] = latency
+
+    log("memory: what a body costs the workerd process")
+    out["memory"] = [
+        body_memory(database_url, tokens[0], mb, chunked)
+        for mb, chunked in ((7.5, False), (7.5, True), (60, False), (60, True))
+    ]
     out["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}"
     return out
 
@@ -452,6 +501,22 @@ def write_section(results: dict) -> None:
             f"| {wd['rtt_ms']} ms | {wd['clients']} | {wd['syncs_per_s']} "
             f"({wd['ok']}/{wd['requests']} ok) | {lh['syncs_per_s']} "
             f"({lh['ok']}/{lh['requests']} ok) |"
+        )
+    lines += [
+        "",
+        "Memory: what one request body costs the workerd process (RSS growth, a fresh "
+        "isolate each, 0.5 s after the answer). MAX_BODY_BYTES is "
+        f"{int(wrangler_toml()['vars']['MAX_BODY_BYTES']) / 2**20:g} MiB: a declared "
+        "length over it is refused unread, a chunked body is read to one byte past it "
+        "(the old whole-body `arrayBuffer()` read is compared in tests/test_workerd.py).",
+        "",
+        "| body | framing | answer | workerd grew |",
+        "|---|---|---|---|",
+    ]
+    for row in results.get("memory", []):
+        framing = "chunked" if row["chunked"] else "Content-Length"
+        lines.append(
+            f"| {row['megabytes']} MB | {framing} | {row['status']} | {row['grew_mb']} MB |"
         )
     lines += [END]
     section = "\n".join(lines) + "\n"
