@@ -219,8 +219,12 @@ class Cluster:
             check=False,
         )
         if result.returncode != 0:
-            log = (self.directory / "postgres.log").read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"Postgres did not start:\n{result.stderr}\n{log}")
+            log_file = self.directory / "postgres.log"
+            log = log_file.read_text(errors="replace")[-2000:] if log_file.exists() else ""
+            raise RuntimeError(
+                f"Postgres did not start (pg_ctl exit {result.returncode}): "
+                f"{result.stderr.strip() or result.stdout.strip()}\n{log}"
+            )
         try:
             self._create_app_role()
         except BaseException:
