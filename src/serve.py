@@ -594,16 +594,11 @@ class Connection:
 
     def _refuse(self, refusal: Refusal, head: Head | None) -> None:
         error = refusal.error
-        self.server.log(
-            {
-                "msg": "refused",  # by the host, before or instead of the App
-                "method": head.method if head is not None else None,
-                "path": head.path[:200] if head is not None else None,
-                "status": error.status,
-                "error": error.code,
-                "reason": error.message,
-            }
-        )
+        record: dict[str, Any] = {"msg": "refused"}  # by the host, before or instead of the App
+        if head is not None:
+            record |= {"method": head.method, "path": head.path[:200]}
+        record |= {"status": error.status, "error": error.code, "reason": error.message}
+        self.server.log(record)
         response = error_response(error)
         origin = head.headers.get("origin") if head is not None else None
         response.headers.update(cors_headers(origin, self.server.app.settings.allowed_origins))
