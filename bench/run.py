@@ -89,6 +89,7 @@ class Config:
             bystander_seconds=1.0,
             attack_tiny_threads=20,
             attack_n=100,
+            attack_parts=False,
         )
 
 
