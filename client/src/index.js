@@ -3,6 +3,7 @@
 export { defineSchema, exampleSchema, snakeCase } from './schema.js';
 export { schemaHash, schemaHashInput } from './schema-hash.js';
 export { fromDrizzle, DrizzleSchemaError } from './drizzle.js';
+export { fetchServerSchema } from './server-schema.js';
 export { installSync, appTablesSql, syncTablesSql, triggersSql, NOW_SQL } from './ddl.js';
 export { encodeChange, decodePulled, normalizeTimestamp, EncodeError } from './transform.js';
 export {

@@ -4,6 +4,7 @@ import { defineSchema, exampleSchema } from '../src/schema.js';
 import { schemaHash as generatedHash, serverTables, tables } from '../src/schema.generated.js';
 import { schemaHash, schemaHashInput } from '../src/schema-hash.js';
 import { syncWithWorker } from '../src/sync.js';
+import { fetchServerSchema } from '../src/server-schema.js';
 import { openDb, outbox, rows, scriptedServer, uuid } from './helpers.js';
 
 const generated = defineSchema(tables);
@@ -55,4 +56,18 @@ test('a schema mismatch keeps the outbox and every local row, and says why', asy
   // sendSchemaHash: false leaves the field out (for servers older than the field).
   await syncWithWorker({ db, url: srv.url, getToken: () => 'tok', schema: exampleSchema, sendSchemaHash: false });
   assert.equal('schemaHash' in srv.requests[1].body, false);
+});
+
+test('fetchServerSchema reads GET /api/schema with the token, and says why when refused', async () => {
+  const srv = await scriptedServer((req) =>
+    req.headers.authorization === 'Bearer good'
+      ? { json: { schemaHash: generatedHash, tables: serverTables } }
+      : { status: 401, json: { success: false, error: { code: 'unauthorized', message: 'token refused' } } },
+  );
+  servers.push(srv);
+  const got = await fetchServerSchema({ url: srv.url, getToken: () => 'good' });
+  assert.equal(got.schemaHash, generatedHash);
+  assert.equal(srv.requests[0].url, '/api/schema');
+  assert.equal(srv.requests[0].method, 'GET');
+  await assert.rejects(fetchServerSchema({ url: srv.url, getToken: () => 'bad' }), (e) => e.code === 'unauthorized' && e.status === 401);
 });
