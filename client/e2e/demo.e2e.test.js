@@ -8,6 +8,9 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { exampleSchema as schema } from '../src/schema.js';
 import { decodePulled } from '../src/transform.js';
+import { schemaHash as generatedHash } from '../src/schema.generated.js';
+import { schemaHash } from '../src/schema-hash.js';
+import { fetchServerSchema } from '../src/server-schema.js';
 import {
   addProject, addTodo, ARTIFACTS, buildDemo, clickSync, dump, launchBrowser, openDevice, remove, rename,
   serverRows, setOnline, startServer, titles, toggleDone,
@@ -252,4 +255,10 @@ test('the dev sign-in is offered only by a server that mints dev tokens', { time
   assert.equal(await d.page.isVisible(tid('dev-signin-row')), false);
   assert.equal((await fetch(`${server.url}/api/dev/token`)).status, 404);
   await d.context.close();
+});
+
+test('the real server serves the schema the client kit was generated from, with the same hash', { timeout: 30_000 }, async () => {
+  const got = await fetchServerSchema({ url: `${server.url}/api/sync`, getToken: () => tokenA });
+  assert.equal(got.schemaHash, generatedHash);
+  assert.equal(await schemaHash(schema), got.schemaHash); // computed in JS, as the server does in Python
 });
