@@ -357,3 +357,37 @@ def test_checks_name_what_broke(sql):
     sql("SELECT sync_disable('every_type')")
     loaded, found, _ = inspect(sql.con)
     assert found == [] and "every_type" not in loaded.registry.by_name
+
+
+def test_an_older_snapshot_does_not_put_back_an_older_registry(database_url, sql):
+    """A sync whose transaction began before a migration committed works with the registry
+    of its snapshot, and leaves the newer one in place for everyone else."""
+    from sync.catalog import Source
+    from sync.db import Db
+    from sync.migrate import connect_url
+
+    class InOpenSnapshot(Db):
+        """A transaction that began earlier: `begin`'s BEGIN finds it already open."""
+
+        def run(self, statement, **params):
+            if statement.startswith("BEGIN; "):
+                statement = statement[len("BEGIN; ") :]
+            return super().run(statement, **params)
+
+    source = Source()
+    old = InOpenSnapshot(lambda: connect_url(database_url))
+    old.run("BEGIN ISOLATION LEVEL REPEATABLE READ")
+    old.run("SELECT 1")  # the snapshot is taken here, before the migration below
+    sql("ALTER TABLE todos ADD COLUMN extra text")
+    sql("SELECT sync_schema_changed()")
+    new = Db(lambda: connect_url(database_url))
+    newer = source.begin(new)
+    new.run("ROLLBACK")
+    assert "extra" in newer.registry.by_name["todos"].by_name
+
+    older = source.begin(old)  # the stamp it reads is the old one: it reads the old catalog
+    assert "extra" not in older.registry.by_name["todos"].by_name
+    assert source.current is newer  # and the newer registry stays the one kept
+    old.run("ROLLBACK")
+    old.close()
+    new.close()

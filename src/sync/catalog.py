@@ -283,6 +283,13 @@ def schema_hash(registry: Registry) -> str:
     return hashlib.sha256(hash_input(registry).encode()).hexdigest()[:16]
 
 
+def _version(stamp: str | None) -> int:
+    try:
+        return int(stamp or "")
+    except ValueError:
+        return -1
+
+
 class Source:
     """Where an App gets its registry: the catalog, read once and kept until the stamp read
     with a sync's BEGIN says it moved, then read again in that same transaction (so the
@@ -318,7 +325,11 @@ class Source:
             return loaded
         loaded = build(db.run(COLUMNS), db.run(FOREIGN_KEYS), stamp)
         with self._lock:
-            self._loaded = loaded
+            # A request whose snapshot predates a migration reads the older registry for
+            # itself, but does not put it back over a newer one other requests use.
+            kept = self._loaded
+            if kept is None or _version(stamp) >= _version(kept.stamp):
+                self._loaded = loaded
             self.loads += 1
         return loaded
 
