@@ -33,7 +33,7 @@ client-schema: setup  ## write client/src/schema.generated.js from the migration
 	@$(PY) -m devtools.client_schema
 
 help:  ## list the make targets
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | \
+	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | \
 		awk -F'\t' '{ printf "  make %-14s %s\n", $$1, $$2 }'
 
 migrate: setup  ## apply migrations/ to DATABASE_URL
