@@ -21,7 +21,8 @@ def migrate(url: str, directory: Path = MIGRATIONS, say=print) -> list[str]:
     files = sorted(directory.glob("*.sql"))
     if not files:
         raise RuntimeError(f"no migrations in {directory}")
-    con = connect_url(url)
+    # A migration may rightly take long (an index on a big table): no read deadline.
+    con = connect_url(url, read_timeout=None)
     applied_now = []
     try:
         con.run(
