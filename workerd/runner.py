@@ -18,7 +18,9 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -92,7 +94,12 @@ class Workerd:
         began = time.monotonic()
         try:
             self.proc = subprocess.Popen(
-                args, stdout=log, stderr=subprocess.STDOUT, env=env, pass_fds=(write_end,)
+                args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                pass_fds=(write_end,),
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
         finally:
             os.close(write_end)
@@ -171,6 +178,15 @@ def _prune(directory: Path, keep: int, pattern: str = "*") -> None:
     entries = sorted(directory.glob(pattern), key=lambda p: p.stat().st_mtime, reverse=True)
     for old in entries[keep:]:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: the kernel kills workerd when the process that started
+    it dies (a killed test run or bench leaves no workerd behind to eat a shared CPU)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 def _ensure(path: Path) -> Path:
