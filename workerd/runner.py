@@ -14,6 +14,7 @@ an edit of src/ is never served from a stale snapshot.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import os
@@ -99,7 +100,7 @@ class Workerd:
                 stderr=subprocess.STDOUT,
                 env=env,
                 pass_fds=(write_end,),
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                preexec_fn=_die_with_parent,
             )
         finally:
             os.close(write_end)
@@ -180,13 +181,18 @@ def _prune(directory: Path, keep: int, pattern: str = "*") -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+# Resolved before any fork: the child between fork and exec must not import or allocate
+# much (other threads may hold locks it would wait on forever).
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
+_PR_SET_PDEATHSIG = 1
+_SIGKILL = int(signal.SIGKILL)
+
+
 def _die_with_parent() -> None:
     """In the child before exec: the kernel kills workerd when the process that started
     it dies (a killed test run or bench leaves no workerd behind to eat a shared CPU)."""
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, _SIGKILL)
 
 
 def _ensure(path: Path) -> Path:
