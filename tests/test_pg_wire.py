@@ -66,3 +66,52 @@ def test_errors_of_a_statement_with_parameters_keep_the_connection_in_step(datab
         assert con.run("SELECT :a::text", a="ok") == [["ok"]]
     finally:
         con.close()
+
+
+class _ReadsNothing:
+    """A socket file whose next read answers None, as a non-blocking socket does when no
+    data is there yet (seen from the Workers runtime's sockets under concurrency)."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.empty_reads = 1
+
+    def read(self, size=-1):
+        if self.empty_reads:
+            self.empty_reads -= 1
+            return None
+        return self.inner.read(size)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_a_read_that_gives_nothing_is_a_lost_connection_not_a_type_error(database_url):
+    con = connect_url(database_url)
+    try:
+        con._sock = _ReadsNothing(con._sock)
+        with pytest.raises(ConnectionError):
+            con.run("SELECT CAST(:n AS int)", n=1)
+    finally:
+        con.close()
+
+
+def test_a_sync_whose_socket_gives_nothing_is_retried(database_url, sql):
+    from conftest import Api, build_app, user_id
+    from helpers import change, new_id, todo
+
+    app = build_app(database_url)
+    opened = []
+
+    def connect():
+        con = connect_url(database_url)
+        if not opened:  # the first connection's socket comes back empty once
+            con._sock = _ReadsNothing(con._sock)
+        opened.append(con)
+        return con
+
+    app.connect = connect
+    body = Api(app, "package").ok(user_id(), [change("todos", "insert", todo(new_id(), "a", 0), 1)])
+    assert body["acceptedIds"] == [1]
+    assert len(opened) == 2
+    assert sql("SELECT count(*) FROM todos")[0][0] == 1
