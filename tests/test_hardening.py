@@ -11,6 +11,7 @@ import json
 import threading
 import time
 
+import conftest
 import jwt
 import pytest
 from conftest import SECRET, Api, build_app, token_for, user_id
@@ -19,6 +20,21 @@ from helpers import at, change, new_id, project, todo
 from sync.migrate import connect_url
 
 NOW = "2026-11-24T10:00:00Z"
+
+
+@pytest.fixture
+def over_http():
+    """Serves a given App through the local host, as the contract tests do."""
+    started = []
+
+    def start(app) -> Api:
+        served = conftest._api("http", app)
+        started.append(served)
+        return next(served)
+
+    yield start
+    for served in started:
+        served.close()
 
 
 def post_raw(api: Api, text: str, user: str | None = None, token: str | None = None):
@@ -61,12 +77,12 @@ def test_lone_surrogate_rejects_only_its_change(api, sql, row):
     assert [r[0] for r in sql("SELECT id::text FROM todos")] == [good]
 
 
-def test_wrong_database_password_is_not_a_retry_forever_503(cluster):
+def test_wrong_database_password_is_not_a_retry_forever_503(over_http, cluster):
     url = cluster.url().replace("://sync:", "://sync:wrong-password-")
     records: list[dict] = []
     app = build_app(url)
     app.log = records.append
-    api = Api(app, "package")
+    api = over_http(app)
     reply = api.sync(user_id(), [])
     assert reply.status == 500 and reply.body["error"]["code"] == "internal"
     assert records[-1]["misconfigured"].startswith("28P01")
@@ -213,11 +229,11 @@ def test_unicode_digit_content_length_is_not_a_500(api):
 # -- 4. careful mode is no amplifier; only the caller's rows are locked ---------------------
 
 
-def test_missing_parents_are_refused_set_wise(database_url, sql):
+def test_missing_parents_are_refused_set_wise(over_http, database_url, sql):
     records: list[dict] = []
     app = build_app(database_url)
     app.log = records.append
-    api = Api(app, "package")
+    api = over_http(app)
     user = user_id()
     api.ok(user, [])  # the first request also reads the registry from the catalog
     changes = [
@@ -274,13 +290,13 @@ def in_thread(fn):
     return thread, out
 
 
-def test_a_delete_of_another_users_row_locks_nothing_of_theirs(database_url, sql):
+def test_a_delete_of_another_users_row_locks_nothing_of_theirs(over_http, database_url, sql):
     victim, attacker, tid = user_id(), user_id(), new_id()
     Api(build_app(database_url), "package").ok(
         victim, [change("todos", "insert", todo(tid, "v", 0))]
     )
     app, con = paused_app(database_url, "COMMIT")
-    api = Api(app, "package")
+    api = over_http(app)
     thread, out = in_thread(
         lambda: api.sync(
             attacker,
@@ -330,7 +346,7 @@ def test_lock_wait_is_bounded_and_answered_503(make_api, sql):
 
 
 def test_statement_time_is_bounded(make_api, sql):
-    api = make_api("package", STATEMENT_TIMEOUT_MS="200")
+    api = make_api("http", STATEMENT_TIMEOUT_MS="200")
     user = user_id()
     sql(
         "CREATE OR REPLACE FUNCTION slow_title() RETURNS trigger LANGUAGE plpgsql AS "
@@ -344,9 +360,9 @@ def test_statement_time_is_bounded(make_api, sql):
     assert count(sql, "todos") == 0
 
 
-def test_one_user_is_bounded_and_others_are_served(database_url):
+def test_one_user_is_bounded_and_others_are_served(over_http, database_url):
     app, con = paused_app(database_url, "COMMIT", MAX_INFLIGHT_PER_USER="1")
-    api = Api(app, "package")
+    api = over_http(app)
     hog = user_id()
     thread, out = in_thread(
         lambda: api.sync(hog, [change("todos", "insert", todo(new_id(), "a", 0))])
@@ -404,7 +420,7 @@ def test_pages_are_bounded_in_bytes_and_every_row_arrives(make_api, sql):
 
 
 def test_converge_rows_that_do_not_fit_arrive_later(make_api, sql):
-    api = make_api("package", MAX_ANSWER_BYTES="100000")
+    api = make_api("http", MAX_ANSWER_BYTES="100000")
     user = user_id()
     ids = sorted(big_rows(sql, user, 8, 30_000))
     _, cursor = api.pull_all(user)
@@ -424,7 +440,7 @@ def test_converge_rows_that_do_not_fit_arrive_later(make_api, sql):
 
 
 def test_row_over_max_row_bytes_is_invalid_value(make_api, sql):
-    api = make_api("package", MAX_ROW_BYTES="10000")
+    api = make_api("http", MAX_ROW_BYTES="10000")
     body = api.ok(user_id(), [change("todos", "insert", todo(new_id(), "x" * 20_000, 0))])
     assert body["rejected"][0]["code"] == "invalid_value"
     assert "MAX_ROW_BYTES" in body["rejected"][0]["message"]
@@ -468,10 +484,10 @@ def test_constraint_messages_name_no_internals(api, sql):
 # -- 9. the foreign-parent rule under concurrency -----------------------------------------
 
 
-def test_parent_taken_by_its_owner_meanwhile_gets_no_foreign_child(database_url, sql):
+def test_parent_taken_by_its_owner_meanwhile_gets_no_foreign_child(over_http, database_url, sql):
     owner, attacker, pid, tid = user_id(), user_id(), new_id(), new_id()
     app, con = paused_app(database_url, 'INSERT INTO "projects"')
-    api = Api(app, "package")
+    api = over_http(app)
     thread, out = in_thread(
         lambda: api.sync(
             attacker,
