@@ -33,7 +33,9 @@ def test_one_line_per_request_without_secrets(database_url):
     assert sync["statements"] >= 3 and sync["attempts"] == 1
     assert set(sync["phases"]) >= {"auth", "validate", "connect", "push", "pull", "commit"}
     assert len(sync["request_id"]) >= 16
+    assert sync["reject_codes"] == {"unknown_table": 1}
     assert refused["status"] == 401 and refused["error"] == "unauthorized"
+    assert refused["reason"]  # why it was refused, in the server's own words
     assert health["status"] == 200
     text = json.dumps(records)
     assert token not in text and "bad.token.here" not in text
@@ -47,3 +49,14 @@ def test_request_id_comes_from_cloudflare_ray_when_present(database_url):
     reply = Api(app, "package").request("GET", "/api/health", headers={"cf-ray": "8d1f-LHR"})
     assert reply.headers["x-request-id"] == "8d1f-LHR"
     assert records[0]["request_id"] == "8d1f-LHR"
+
+
+def test_a_refused_cors_origin_is_logged(make_api, database_url):
+    records = []
+    app = build_app(database_url, ALLOWED_ORIGINS="https://app.example")
+    app.log = records.append
+    api = Api(app, "package")
+    api.request("OPTIONS", "/api/sync", headers={"origin": "http://localhost:5173"})
+    api.request("OPTIONS", "/api/sync", headers={"origin": "https://app.example"})
+    assert records[0]["cors_refused"] == "http://localhost:5173"
+    assert "cors_refused" not in records[1]

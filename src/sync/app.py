@@ -14,6 +14,7 @@ import re
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -125,11 +126,16 @@ class App:
         except ApiError as error:
             response = error_response(error)
             trace.fields["error"] = error.code
+            if error.status == 401:  # why (expired, bad signature, unknown key …): fixed texts
+                trace.fields["reason"] = ascii(error.message[:120])[1:-1]
         except Exception as error:  # the body never carries the details, the log does
             response = error_response(ApiError(500, "internal", "internal server error"))
             trace.fields["error"] = "internal"
             trace.fields["exception"] = type(error).__name__
-        response.headers.update(cors_headers(origin, self.settings.allowed_origins))
+        allowed = cors_headers(origin, self.settings.allowed_origins)
+        if origin and not allowed:  # the browser will block it; say so on this side too
+            trace.fields["cors_refused"] = ascii(origin[:100])[1:-1]
+        response.headers.update(allowed)
         response.headers["x-request-id"] = trace.request_id
         if request.method == "HEAD":
             response.body = b""
@@ -454,6 +460,7 @@ class App:
             "owed": len(still_owed),
             "has_more": has_more,
             "bytes": len(body),
+            "reject_codes": dict(Counter(r["code"] for r in rejected)),
         }
         return body, counts
 
