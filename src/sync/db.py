@@ -86,8 +86,12 @@ class Db:
             self.conn = connect()
         except Exception as error:
             sorted_error = _sort(error)
-            if sorted_error is None:  # a bad URL or setting, not an outage
-                sorted_error = DbError("CONFIG", f"cannot connect: {type(error).__name__}")
+            if sorted_error is None:
+                # A bad URL or setting is no outage; anything else a host's socket layer
+                # raises (a runtime's own error types) is taken as the database being away.
+                bad_setting = isinstance(error, ValueError | TypeError | KeyError)
+                state = "CONFIG" if bad_setting else "CONNECTION"
+                sorted_error = DbError(state, f"cannot connect: {type(error).__name__}")
             raise sorted_error from error
         self.statements = 0
 
