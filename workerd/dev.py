@@ -11,19 +11,15 @@ The demo PWA is not served here (the Worker has no static assets): use `make dev
 from __future__ import annotations
 
 import os
-import signal
 import sys
-import threading
 
 from devtools.dev import (
     StartError,
     check_port,
     data_dir,
-    describe,
-    dev_cluster,
     dev_secret,
     lock_data_dir,
-    redact,
+    open_database,
     say,
 )
 from sync.settings import SETTING_NAMES  # importable: devtools.dev put src/ on sys.path
@@ -40,8 +36,11 @@ def main() -> int:
 
 
 def _main() -> int:
-    from sync.migrate import migrate, verify
+    from serve import signal_pipe, wait_for_signal
 
+    # Signal-safe: the handler only writes to a pipe (see serve.signal_pipe); a signal
+    # during start-up is kept, and the finally below stops what was started.
+    signals = signal_pipe()
     directory = data_dir()
     env = dict(os.environ)
     host, port = env.get("HOST", "127.0.0.1"), int(env.get("PORT", "8787"))
@@ -50,33 +49,8 @@ def _main() -> int:
     secret = dev_secret(directory)
     cluster = None
     worker: Workerd | None = None
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
     try:
-        if env.get("DATABASE_URL"):
-            say(f"database: {redact(env['DATABASE_URL'])} (DATABASE_URL)")
-        else:
-            cluster = dev_cluster(directory, port=int(env.get("PG_PORT", "0")) or None)
-            recovered = cluster.recover_stale()
-            if recovered:
-                say(f"note: {recovered}")
-            say(f"starting the embedded Postgres in {cluster.directory} …")
-            try:
-                cluster.start()
-            except Exception as error:
-                raise StartError(
-                    f"the embedded Postgres did not start ({describe(error)}); "
-                    f"its log: {cluster.directory / 'postgres.log'}"
-                ) from None
-            env["DATABASE_URL"] = cluster.url()
-            say(f"database: {env['DATABASE_URL']}")
-        try:
-            migrate(env["DATABASE_URL"], say=lambda line: say(f"migrate: {line}"))
-        except Exception as error:
-            raise StartError(f"migration failed: {describe(error)}") from None
-        if verify(env["DATABASE_URL"], say=lambda line: say(f"check: {line}")):
-            raise StartError("the database does not match what sync needs (see check: above)")
+        cluster = open_database(env, directory)
         settings = {k: env[k] for k in SETTING_NAMES if k in env and k not in SECRETS}
         worker = Workerd(
             env["DATABASE_URL"],
@@ -98,7 +72,7 @@ def _main() -> int:
             say(f"dev JWT secret (HS256): {secret}")
         say("a token for curl: make token   (USER_ID=<uuid>, EXPIRES_IN=<seconds>)")
         say(f"ready: {url}")
-        while not stop.wait(0.5):
+        while not wait_for_signal(signals, 0.5):
             if not worker.alive():
                 raise StartError(f"workerd exited:\n{worker.log_tail()}")
     finally:
