@@ -18,13 +18,12 @@ itself runs unchanged under CPython. Two things here exist because of the runtim
 """
 
 import asyncio
-import re
 from urllib.parse import urlsplit
 
 import pg8000.native
 import workers
 
-from sync.app import App
+from sync.app import CONTENT_LENGTH, App
 from sync.http import ApiError, Request, error_response
 from sync.pg import connection_class, tune_driver
 from sync.settings import SETTING_NAMES, Settings, SettingsError
@@ -33,7 +32,6 @@ from sync.settings import SETTING_NAMES, Settings, SettingsError
 # outlive a request, rebuilt only when the configuration it was built from changes.
 _app: App | None = None
 _app_config: dict[str, str] | None = None
-CONTENT_LENGTH = re.compile(r"[0-9]{1,19}")
 # Per-isolate caches in the driver: the SCRAM salted password (pure-Python PBKDF2 on
 # Pyodide costs ~40 ms of CPU per login otherwise) and statement parsing.
 tune_driver()
