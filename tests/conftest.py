@@ -42,16 +42,21 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         pg.destroy()
 
 
-@pytest.fixture
-def database_url(cluster: Cluster) -> str:
-    """A database of its own for each test, cloned from the migrated template."""
-    name = "t_" + uuid.uuid4().hex[:12]
+def clone_database(cluster: Cluster, prefix: str = "t_") -> str:
+    """A new database cloned from the migrated template; its URL."""
+    name = prefix + uuid.uuid4().hex[:12]
     con = connect_url(cluster.url())
     try:
         con.run(f'CREATE DATABASE "{name}" TEMPLATE {TEMPLATE}')
     finally:
         con.close()
     return cluster.url(database=name)
+
+
+@pytest.fixture
+def database_url(cluster: Cluster) -> str:
+    """A database of its own for each test, cloned from the migrated template."""
+    return clone_database(cluster)
 
 
 @pytest.fixture

@@ -15,20 +15,18 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SECRET, TEMPLATE, build_app, token_for, user_id
+from conftest import SECRET, build_app, clone_database, token_for, user_id
 from helpers import change, new_id, todo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from serve import Limits, Server, serve
-from sync.migrate import connect_url
 
 ROOT = Path(__file__).resolve().parents[1]
 SYNC_BODY = b'{"lastSyncAt":null,"changes":[]}'
@@ -137,13 +135,7 @@ def chunked(*parts: bytes) -> bytes:
 def database_url(cluster: Any) -> str:
     """One database for this module (its tests use fresh user ids): a clone per test
     would cost more than the framing tests themselves."""
-    name = "t_host_" + uuid.uuid4().hex[:12]
-    con = connect_url(cluster.url())
-    try:
-        con.run(f'CREATE DATABASE "{name}" TEMPLATE {TEMPLATE}')
-    finally:
-        con.close()
-    return cluster.url(database=name)
+    return clone_database(cluster, "t_host_")
 
 
 @pytest.fixture

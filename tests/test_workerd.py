@@ -35,7 +35,7 @@ from typing import Any
 
 import jwt
 import pytest
-from conftest import ROOT, SECRET, TEMPLATE
+from conftest import ROOT, SECRET, clone_database
 from cryptography.hazmat.primitives.asymmetric import ec
 from helpers import change, new_id, todo
 from test_auth import JwksServer, claims
@@ -76,16 +76,6 @@ def sync(base: str, token: str, changes: list | None = None, cursor: str | None 
     body = json.dumps({"lastSyncAt": cursor, "changes": changes or []}).encode()
     headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
     return call(base, "POST", "/api/sync", body, headers)
-
-
-def fresh_database(cluster: Cluster) -> str:
-    name = "w_" + uuid.uuid4().hex[:12]
-    con = connect_url(cluster.url())
-    try:
-        con.run(f'CREATE DATABASE "{name}" TEMPLATE {TEMPLATE}')
-    finally:
-        con.close()
-    return cluster.url(database=name)
 
 
 def seed_todos(database_url: str, user: str, count: int) -> None:
@@ -189,7 +179,7 @@ def _serve(worker: Workerd) -> Workerd:
 def main_worker(cluster: Cluster, tmp_path_factory) -> Iterator[Served]:
     """wrangler.toml's [vars], HS256 secret and a loopback JWKS for ES256."""
     jwks = JwksServer()
-    database_url = fresh_database(cluster)
+    database_url = clone_database(cluster, "w_")
     worker = Workerd(
         database_url,
         # Keys trusted 2 s: the concurrency test makes the Worker refetch amid its storm.
@@ -208,7 +198,7 @@ def main_worker(cluster: Cluster, tmp_path_factory) -> Iterator[Served]:
 @pytest.fixture(scope="module")
 def paged_worker(cluster: Cluster, tmp_path_factory) -> Iterator[Served]:
     """PULL_PAGE_SIZE=7, and Hyperdrive through a relay the test can cut."""
-    database_url = fresh_database(cluster)
+    database_url = clone_database(cluster, "w_")
     relay = Relay(cluster.port)
     relayed = database_url.replace(f":{cluster.port}/", f":{relay.port}/")
     worker = Workerd(
