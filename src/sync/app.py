@@ -362,10 +362,13 @@ class App:
         # Settle every change that was not applied exactly as sent: read what the server
         # holds for its key. The owner tells a change that lost to a newer version (or a
         # tie, as on a re-send) from one aimed at another user's row.
+        # Another user's keys (found by the vet) need no read: they are answered with a
+        # delete, and nothing of the stored row.
         to_read = {
             (c.table.name, c.key)
             for c in plan.winners
-            if outcome.get(id(c)) != pushing.APPLIED or not c.as_sent
+            if (outcome.get(id(c)) != pushing.APPLIED or not c.as_sent)
+            and not _forbidden(outcome.get(id(c)))
         }
         to_read |= {(r.table.name, r.key) for r in plan.rejected if r.table and r.key}
         # Rows an earlier answer owed (they did not fit its byte budget) come first.
@@ -401,7 +404,7 @@ class App:
             else:
                 accepted += [raw.id for raw in ids]
             if result != pushing.APPLIED or not change.as_sent:
-                visible = not (isinstance(result, pushing.Reject) and result.code == "forbidden")
+                visible = not _forbidden(result)
                 _converge(
                     forced,
                     stored if visible else None,
@@ -463,6 +466,10 @@ class App:
             "reject_codes": dict(Counter(r["code"] for r in rejected)),
         }
         return body, counts
+
+
+def _forbidden(result: pushing.Reject | str | None) -> bool:
+    return isinstance(result, pushing.Reject) and result.code == "forbidden"
 
 
 def _now(app: App) -> str:
