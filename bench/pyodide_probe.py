@@ -17,7 +17,7 @@ REPEAT = 5  # the minimum is kept: the machine is noisy, the code is not
 def cpu_probe(n: int = N) -> dict:
     from data import Rows, changes
 
-    from sync import push
+    from sync import batch as push
     from sync.app_schema import REGISTRY
     from sync.http import json_response
     from sync.protocol import parse_sync_request

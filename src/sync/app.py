@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from sync import batch as batching
 from sync import pull as pulling
 from sync import push as pushing
 from sync import sql
@@ -241,15 +242,15 @@ class App:
         known = self.schema.current
         early = None
         if known is not None:
-            early = pushing.plan(batch.changes, known.registry, user, self.now(), settings)
+            early = batching.plan(batch.changes, known.registry, user, self.now(), settings)
             trace.phase("validate")
 
-        def plan_for(loaded: Loaded) -> pushing.Plan:
+        def plan_for(loaded: Loaded) -> batching.Plan:
             """The batch checked against the registry the transaction found current."""
             nonlocal known, early
             self._check_schema_hash(batch.schema_hash, loaded)
             if early is None or loaded is not known:
-                early = pushing.plan(batch.changes, loaded.registry, user, self.now(), settings)
+                early = batching.plan(batch.changes, loaded.registry, user, self.now(), settings)
                 known = loaded
                 trace.phase("validate")
             return early
@@ -265,7 +266,7 @@ class App:
 
     async def _with_retries(
         self,
-        plan_for: Callable[[Loaded], pushing.Plan],
+        plan_for: Callable[[Loaded], batching.Plan],
         user: str,
         cursor: Cursor,
         trace: Trace,
@@ -295,7 +296,7 @@ class App:
 
     def _attempt(
         self,
-        plan_for: Callable[[Loaded], pushing.Plan],
+        plan_for: Callable[[Loaded], batching.Plan],
         user: str,
         cursor: Cursor,
         careful: bool,
@@ -341,7 +342,7 @@ class App:
     def _transaction(
         self,
         db: Db,
-        plan_for: Callable[[Loaded], pushing.Plan],
+        plan_for: Callable[[Loaded], batching.Plan],
         user: str,
         cursor: Cursor,
         careful: bool,
@@ -367,7 +368,7 @@ class App:
         to_read = {
             (c.table.name, c.key)
             for c in plan.winners
-            if (outcome.get(id(c)) != pushing.APPLIED or not c.as_sent)
+            if (outcome.get(id(c)) != batching.APPLIED or not c.as_sent)
             and not _forbidden(outcome.get(id(c)))
         }
         to_read |= {(r.table.name, r.key) for r in plan.rejected if r.table and r.key}
@@ -383,14 +384,14 @@ class App:
             if id(change) not in outcome:
                 owner = stored.owners.get((change.table.name, change.key)) if stored else None
                 if owner not in (None, user):
-                    result = pushing.Reject("forbidden", "the row belongs to another user")
+                    result = batching.Reject("forbidden", "the row belongs to another user")
                 elif owner is None and change.missing_required:
                     column = change.missing_required[0]
-                    result = pushing.Reject(
+                    result = batching.Reject(
                         "constraint_violation", f"a new row needs column {column}"
                     )
                 else:
-                    result = pushing.STALE
+                    result = batching.STALE
                 outcome[id(change)] = result
 
         accepted: list[int | str] = []
@@ -399,11 +400,11 @@ class App:
         for change in plan.winners:
             result = outcome[id(change)]
             ids = [change.raw, *change.followers]
-            if isinstance(result, pushing.Reject):
+            if isinstance(result, batching.Reject):
                 rejected += [_rejection(raw, result) for raw in ids]
             else:
                 accepted += [raw.id for raw in ids]
-            if result != pushing.APPLIED or not change.as_sent:
+            if result != batching.APPLIED or not change.as_sent:
                 visible = not _forbidden(result)
                 _converge(
                     forced,
@@ -468,8 +469,8 @@ class App:
         return body, counts
 
 
-def _forbidden(result: pushing.Reject | str | None) -> bool:
-    return isinstance(result, pushing.Reject) and result.code == "forbidden"
+def _forbidden(result: batching.Reject | str | None) -> bool:
+    return isinstance(result, batching.Reject) and result.code == "forbidden"
 
 
 def _now(app: App) -> str:
@@ -482,7 +483,7 @@ def _rollback(db: Db | None) -> None:
             db.run(sql.ROLLBACK)
 
 
-def _rejection(raw: RawChange, reject: pushing.Reject) -> dict[str, Any]:
+def _rejection(raw: RawChange, reject: batching.Reject) -> dict[str, Any]:
     return {"id": raw.id, "code": reject.code, "message": reject.message}
 
 
