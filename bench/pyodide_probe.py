@@ -2,13 +2,18 @@
 the SCRAM login cost (scram_probe.py) and the CPU of the pure-Python parts of a 10 000-change
 push that need no database — parsing the body, validating and planning the changes, the rows
 as the JSON parameter, and the answer's JSON — so CPython's CPU time can be carried over to
-the Workers runtime."""
+the Workers runtime.
+
+Given a recording of whole requests (bench/request_cpu.py writes one and names it in
+SYNC_REQUEST_FIXTURE), main() also replays them first, while the interpreter is still cold,
+and adds their CPU as "request_cpu"."""
 
 from __future__ import annotations
 
 import json
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 N = 10_000
 REPEAT = 5  # the minimum is kept: the machine is noisy, the code is not
@@ -48,10 +53,25 @@ def cpu_probe(n: int = N) -> dict:
     return result
 
 
-def main() -> dict:
+def main() -> Any:
+    """The probes' JSON; a coroutine of it when there are recorded requests to replay
+    (pyodide_run.mjs awaits it)."""
+    from request_cpu import replay, replay_from_env, runtime
     from scram_probe import main as scram
 
-    return {"scram": scram(), "cpu": cpu_probe()}
+    fixture = replay_from_env()
+    if fixture is None:
+        return {"scram": scram(), "cpu": cpu_probe()}
+
+    async def with_requests() -> dict:
+        cases = await replay(fixture)  # first: the first request is the cold one
+        return {
+            "request_cpu": {"runtime": runtime(), "cases": cases},
+            "scram": scram(),
+            "cpu": cpu_probe(),
+        }
+
+    return with_requests()
 
 
 if __name__ == "__main__":

@@ -3,8 +3,10 @@
 //
 //   node bench/pyodide_run.mjs bench/pyodide_scram.py
 //
-// The file defines `def main()` returning something JSON-able; stdout carries exactly one JSON
-// document {"result": ..., "runtime": {...}}. No network: Pyodide loads from node_modules.
+// The file defines `def main()` returning something JSON-able (or a coroutine of it, awaited
+// here); stdout carries exactly one JSON document {"result": ..., "runtime": {...}}.
+// SYNC_REQUEST_FIXTURE (a file of recorded requests, bench/request_cpu.py) is mounted and
+// passed on under the same name. No network: Pyodide loads from node_modules.
 import { createRequire } from "node:module";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -22,12 +24,24 @@ pyodide.mountNodeFS("/repo/src", path.join(repo, "src"));
 pyodide.mountNodeFS("/repo/python_modules", path.join(repo, "python_modules"));
 pyodide.mountNodeFS("/repo/bench", path.dirname(script));
 pyodide.globals.set("SCRIPT", `/repo/bench/${path.basename(script)}`);
+const fixture = process.env.SYNC_REQUEST_FIXTURE;
+if (fixture) {
+  pyodide.mountNodeFS("/fixture", path.dirname(path.resolve(fixture)));
+  pyodide.globals.set("FIXTURE", `/fixture/${path.basename(fixture)}`);
+} else {
+  pyodide.globals.set("FIXTURE", null);
+}
 const out = await pyodide.runPythonAsync(`
-import json, runpy, sys
+import inspect, json, os, runpy, sys
 sys.dont_write_bytecode = True
 sys.path[:0] = ["/repo/bench", "/repo/src", "/repo/python_modules"]
+if FIXTURE:
+    os.environ["SYNC_REQUEST_FIXTURE"] = FIXTURE
+result = runpy.run_path(SCRIPT, run_name="__bench__")["main"]()
+if inspect.isawaitable(result):
+    result = await result
 json.dumps({
-    "result": runpy.run_path(SCRIPT, run_name="__bench__")["main"](),
+    "result": result,
     "runtime": {"python": sys.version.split()[0], "platform": sys.platform},
 })
 `);
