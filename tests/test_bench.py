@@ -41,3 +41,31 @@ def test_bench_quick_mode_runs_and_loses_nothing(tmp_path):
     text = (tmp_path / "RESULTS.md").read_text()
     assert text.startswith("# Sync Worker benchmark")
     assert "## Hostile" in text
+
+
+def test_round_trip_counter_counts_one_per_message_exchange(database_url):
+    """The bench's round-trip counts (bench/wire.py) are what the latency figures rest on:
+    a simple-query message carrying several statements is written once and answered with
+    several result sets, so it is ONE round trip; a statement with parameters, sent by the
+    hosts' Connection class as Parse/Describe/Bind/Execute and one Sync, is one too."""
+    sys.path.insert(0, str(ROOT))
+    from bench import wire
+
+    con = wire.Wired(wire.open_connection(database_url), 0.0)
+    try:
+        wire.reset_tally()
+        rows = con.run("BEGIN; SET LOCAL statement_timeout = 5000; SELECT 1; SELECT 2, 3; COMMIT")
+        assert wire.tally().round_trips == 1
+        assert rows == [[1], [2, 3]]  # pg8000 returns the rows of every result set
+        wire.reset_tally()
+        assert con.run("SELECT CAST(:x AS int) + 1", x=41) == [[42]]
+        assert wire.tally().round_trips == 1
+        wire.reset_tally()
+        con.run("BEGIN")
+        con.run("SELECT CAST(:x AS text)", x="a")
+        con.run("COMMIT")
+        assert wire.tally().round_trips == 3
+        assert wire.tally().statements == 3
+    finally:
+        con.close()
+    assert wire.tally().round_trips == 3  # closing (Terminate, no answer) is not a round trip
