@@ -312,3 +312,137 @@ def test_token_check_is_local(database_url):
         app.auth.user_id(f"Bearer {token_for('6F9619FF-8B86-4D11-B42D-00C04FC964FF')}")
     )
     assert user == "6f9619ff-8b86-4d11-b42d-00c04fc964ff"
+
+
+# --- the token's structure and algorithm, at the Authenticator (no database involved) -------
+
+ISSUER = "https://unit.supabase.co/auth/v1"
+
+
+def authenticator(jwks_document: dict, secret: str | None = None):
+    """An Authenticator as the App builds it; its JWKS comes through the App's fetch hook."""
+    from sync.auth import Authenticator
+
+    env = {"SUPABASE_URL": "https://unit.supabase.co"}
+    if secret:
+        env["SUPABASE_JWT_SECRET"] = secret
+
+    async def fetch(url):
+        assert url == "https://unit.supabase.co/auth/v1/.well-known/jwks.json"
+        return json.dumps(jwks_document)
+
+    return Authenticator(Settings.from_env(env), fetch)
+
+
+def refusal(auth, token: str) -> str | None:
+    """None when the token is accepted, else the 401's message."""
+    from sync.http import ApiError
+
+    try:
+        asyncio.run(auth.user_id(f"Bearer {token}"))
+    except ApiError as error:
+        assert error.status == 401, error.message
+        return error.message
+    return None
+
+
+def b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+@pytest.fixture(scope="module")
+def published():
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    document = {
+        "keys": [
+            {**json.loads(jwt.algorithms.ECAlgorithm.to_jwk(ec_key.public_key())), "kid": "e"},
+            {**json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(rsa_key.public_key())), "kid": "r"},
+        ]
+    }
+    return ec_key, rsa_key, document
+
+
+def test_es256_and_rs256_tokens_and_their_tampered_twins(published):
+    ec_key, rsa_key, document = published
+    auth = authenticator(document)
+    user = user_id()
+    for key, alg, kid in ((ec_key, "ES256", "e"), (rsa_key, "RS256", "r")):
+        token = jwt.encode(claims(user, ISSUER), key, alg, headers={"kid": kid})
+        assert refusal(auth, token) is None
+        head, _, sig = token.split(".")
+        other = b64url(json.dumps(claims(user_id(), ISSUER)).encode())
+        assert refusal(auth, f"{head}.{other}.{sig}") == (
+            "the access token's signature does not verify"
+        )
+        # The key of the other family, named by kid, is no key for this algorithm.
+        wrong_kid = jwt.encode(claims(user, ISSUER), key, alg, headers={"kid": "re"[kid == "r"]})
+        assert refusal(auth, wrong_kid) == "the access token was signed by an unknown key"
+
+
+def test_alg_none_and_unlisted_algorithms_are_refused(published):
+    *_, document = published
+    auth = authenticator(document, secret=SECRET)
+    payload = b64url(json.dumps(claims(user_id(), ISSUER)).encode())
+    for header in ({"alg": "none"}, {"alg": "None"}, {"alg": ""}, {"typ": "JWT"}, {"alg": 7}):
+        token = f"{b64url(json.dumps(header).encode())}.{payload}."
+        assert "are not accepted here" in refusal(auth, token)
+    for alg in ("ES384", "PS256", "HS512"):
+        token = f"{b64url(json.dumps({'alg': alg}).encode())}.{payload}.{b64url(b'x' * 64)}"
+        assert "are not accepted here" in refusal(auth, token)
+
+
+def test_hs256_forged_with_the_public_key_is_refused(published):
+    *_, document = published
+    public_jwk = json.dumps(document["keys"][0]).encode()
+    for secret in (None, SECRET):  # only keys configured; and the secret beside them
+        auth = authenticator(document, secret=secret)
+        forged = hand_signed({"alg": "HS256", "kid": "e"}, claims(user_id(), ISSUER), public_jwk)
+        assert refusal(auth, forged) is not None
+    auth = authenticator(document, secret=SECRET)
+    assert refusal(auth, jwt.encode(claims(user_id(), ISSUER), SECRET, "HS256")) is None
+
+
+def test_headers_we_cannot_honour_are_refused(published):
+    ec_key, _, document = published
+    auth = authenticator(document)
+    body = claims(user_id(), ISSUER)
+    unreadable = "the access token's header is unreadable"
+    for extra in (
+        {"crit": ["exp"], "exp": 1},  # a critical extension we do not implement
+        {"b64": False, "crit": ["b64"]},  # RFC 7797's unencoded payload
+        {"b64": False},
+        {"kid": 7},
+        {"kid": None},
+    ):
+        header = {"alg": "ES256", "kid": "e", **extra}
+        token = es256_signed(ec_key, json.dumps(header).encode(), json.dumps(body).encode())
+        assert refusal(auth, token) == unreadable, extra
+    for header_text in (b"[]", b'"alg"', b'{"a" 1}', b"\xff"):
+        token = f"{b64url(header_text)}.{b64url(json.dumps(body).encode())}.{b64url(b'x')}"
+        assert refusal(auth, token) == unreadable
+    # A payload that is JSON but no object, correctly signed.
+    token = es256_signed(ec_key, b'{"alg": "ES256", "kid": "e"}', b"[1, 2]")
+    assert refusal(auth, token) == "the access token's payload is not an object"
+
+
+def es256_signed(key, header: bytes, payload: bytes) -> str:
+    """A token signed by hand (JWS's r || s), for headers and payloads pyjwt would not make."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    signing_input = f"{b64url(header)}.{b64url(payload)}"
+    r, s = decode_dss_signature(key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
+    return f"{signing_input}.{b64url(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+
+
+def test_a_jwks_key_that_breaks_a_rule_is_never_used(published):
+    ec_key, rsa_key, document = published
+    bad = [
+        {**document["keys"][0], "key_ops": ["encrypt"]},
+        {**document["keys"][1], "alg": "PS256"},
+    ]
+    auth = authenticator({"keys": bad})
+    for key, alg, kid in ((ec_key, "ES256", "e"), (rsa_key, "RS256", "r")):
+        token = jwt.encode(claims(user_id(), ISSUER), key, alg, headers={"kid": kid})
+        assert refusal(auth, token) == "the access token was signed by an unknown key"

@@ -1,5 +1,8 @@
 """Verifies Supabase access tokens locally: HS256 with the project secret, ES256/RS256 with
 keys from the project's JWKS (cached, refetched on an unknown key id, at most so often).
+Signatures are checked natively (sync.signatures: WebCrypto on Workers, `cryptography` under
+CPython); the token's compact form is taken apart here, its header and payload parsed with
+their nesting bounded first.
 
 Verified tokens are remembered until they expire, so a device syncing every few seconds
 costs one signature check per token, not one per request.
@@ -18,9 +21,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import jwt
-
-from sync import jsontext, keys
+from sync import jsontext, keys, signatures
 from sync.http import ApiError
 from sync.schema import UUID
 from sync.settings import Settings
@@ -53,7 +54,6 @@ class Authenticator:
         self.settings = settings
         self.fetch_json = fetch_json
         self.clock = clock
-        self.jws = keys.new_jws()
         self.jwks: dict[str, keys.PublicKey] = {}
         self.jwks_fetched_at: float | None = None
         self.jwks_tried_at = -1e18
@@ -86,31 +86,48 @@ class Authenticator:
         return user
 
     async def _verify(self, token: str) -> dict[str, Any]:
-        # pyjwt parses the header and payload with json.loads: bound their nesting first
-        # (a deep document overflows Pyodide's stack, which kills the isolate).
-        header_part, payload_part, _ = token.split(".")
-        for part in (header_part, payload_part):
+        """The claims of a token whose signature verifies (JWS compact serialisation)."""
+        header_part, payload_part, signature_part = token.split(".")
+        parts = []
+        for part in (header_part, payload_part, signature_part):
             try:
-                raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+                parts.append(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
             except (binascii.Error, ValueError):
                 raise unauthorized("the access token is not a JWT") from None
+        header_raw, payload_raw, signature = parts
+        # Both are parsed with json.loads: their nesting is bounded first (a deep document
+        # overflows Pyodide's stack, which kills the isolate).
+        for raw in (header_raw, payload_raw):
             if not jsontext.depth_within(raw, MAX_TOKEN_DEPTH):
                 raise unauthorized("the access token is nested too deeply")
         try:
-            header = jwt.get_unverified_header(token)
-        except (jwt.PyJWTError, ValueError):
-            raise unauthorized("the access token's header is unreadable") from None
+            header = jsontext.loads(header_raw, MAX_TOKEN_DEPTH)
+        except ValueError:
+            header = None
+        # No JWS extension is understood here: one marked critical, or an unencoded payload
+        # (RFC 7797), makes the token one we cannot read as its signer meant.
+        if (
+            not isinstance(header, dict)
+            or "crit" in header
+            or header.get("b64", True) is not True
+            or not isinstance(header.get("kid", ""), str)
+        ):
+            raise unauthorized("the access token's header is unreadable")
         alg = header.get("alg")
+        signing_input = f"{header_part}.{payload_part}".encode("ascii")
         if alg == "HS256" and self.settings.jwt_secret:
-            key: Any = self.settings.jwt_secret
+            secret = self.settings.jwt_secret.encode("utf-8")
+            valid = signatures.verify_hs256(secret, signing_input, signature)
         elif alg in ("ES256", "RS256") and self.settings.jwks_url:
             key = await self._jwks_key(header.get("kid"), alg)
+            valid = await signatures.verify(key, signing_input, signature)
         else:
             raise unauthorized(f"tokens signed with {alg!r} are not accepted here")
         try:
-            payload = self.jws.decode(token, key=key, algorithms=[alg])
-            claims = jsontext.loads(payload, MAX_TOKEN_DEPTH)
-        except (jwt.PyJWTError, ValueError):
+            if not valid:
+                raise ValueError("bad signature")
+            claims = jsontext.loads(payload_raw, MAX_TOKEN_DEPTH)
+        except ValueError:
             raise unauthorized("the access token's signature does not verify") from None
         if not isinstance(claims, dict):
             raise unauthorized("the access token's payload is not an object")
@@ -168,11 +185,10 @@ class Authenticator:
         return key
 
     def _find(self, kid: Any, alg: str) -> keys.PublicKey | None:
-        wanted = keys.RSAPublicKey if alg == "RS256" else keys.ECPublicKey
         if isinstance(kid, str):
             key = self.jwks.get(kid)
-            return key if isinstance(key, wanted) else None
-        fitting = [k for k in self.jwks.values() if isinstance(k, wanted)]
+            return key if key is not None and key.alg == alg else None
+        fitting = [k for k in self.jwks.values() if k.alg == alg]
         return fitting[0] if len(fitting) == 1 else None
 
     async def _refresh(self, now: float) -> None:

@@ -40,13 +40,16 @@ const NEVER = [
 // The runtime's own modules: only the adapter (src/entry.py), the workers SDK and
 // Pyodide itself may use them, so `sync` and the libraries stay runnable under CPython.
 const RUNTIME_IMPORTERS = ["entry", "__scenario__", "workers", "pyodide", "_pyodide", "pyodide_js"];
+// sync.signatures alone reaches WebCrypto (`js` and `pyodide.ffi`, inside its functions, on
+// Pyodide only): native signature checks, the one runtime service `sync` itself uses.
+const CRYPTO_IMPORTERS = [...RUNTIME_IMPORTERS, "sync.signatures"];
 // ssl is a stub without TLS in Pyodide 314. scramp.core does `from ssl import SSLObject,
 // SSLSocket` for channel binding, which pg8000 never uses with ssl_context=False;
 // jwt.jwks_client (loaded by `import jwt`) imports SSLContext for its urllib client,
 // which `sync` does not use; http.client and urllib.request probe for ssl at import.
 const RESTRICTED = {
-  js: RUNTIME_IMPORTERS,
-  pyodide: RUNTIME_IMPORTERS,
+  js: CRYPTO_IMPORTERS,
+  pyodide: CRYPTO_IMPORTERS,
   pyodide_js: RUNTIME_IMPORTERS,
   _pyodide: RUNTIME_IMPORTERS,
   workers: RUNTIME_IMPORTERS,
