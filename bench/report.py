@@ -1,4 +1,8 @@
-"""Turns results.json into RESULTS.md (tables) and results.png (the plot)."""
+"""Turns results.json into RESULTS.md (tables) and results.png (the plot).
+
+The push, pull, concurrency and round-trip tables carry the figures of the last full run
+before issue #8 (bench/baseline.json, `results`) beside this run's; issue #8's own
+sections are drawn by bench/latency_report.py."""
 
 from __future__ import annotations
 
@@ -7,6 +11,9 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from bench import latency_report
+
+BASELINE = Path(__file__).resolve().parent / "baseline.json"
 GOAL_FLOOR_SHARE = 0.5
 GOAL_VS_CURRENT = 20
 GOAL_PEAK_MB = 64
@@ -117,20 +124,27 @@ def write(results: dict, out: Path) -> None:
         print("matplotlib missing: no results.png written", flush=True)
 
 
-def markdown(results: dict) -> str:
+def markdown(results: dict, baseline: dict | None = None) -> str:
     meta = results["meta"]
     cfg = meta["config"]
-    push = Push(results["push"])
+    base = latency_report.load_baseline(BASELINE) if baseline is None else baseline
+    old = base.get("results") or {"push": [], "pull": [], "concurrency": []}
+    push, old_push = Push(results["push"]), Push(old["push"])
     sizes, rtts = cfg["sizes"], cfg["rtts"]
     big, mid = max(sizes), (1000 if 1000 in sizes else max(sizes))
     parts = [header(meta, results)]
+    parts.append(latency_report.goals_section(results, base))
     parts.append(goals(results, push, big, mid))
     parts.append(method(meta, cfg))
-    parts.append(push_section(push, sizes, rtts))
+    parts.append(latency_report.latency_section(results, base))
+    parts.append(latency_report.placement_section(results, base))
+    parts.append(latency_report.echo_section(results, base))
+    parts.append(before_note(base))
+    parts.append(push_section(push, sizes, rtts, old_push))
     parts.append(pooling_section(push, sizes, results["findings"]["login"]))
-    parts.append(pull_section(results["pull"], sizes, rtts))
-    parts.append(concurrency_section(results["concurrency"]))
-    parts.append(round_trip_section(push, results["pull"], sizes, rtts))
+    parts.append(pull_section(results["pull"], sizes, rtts, old["pull"]))
+    parts.append(concurrency_section(results["concurrency"], old["concurrency"]))
+    parts.append(round_trip_section(push, results["pull"], sizes, rtts, old_push, old["pull"]))
     parts.append(cost_section(results))
     parts.append(scram_section(results))
     parts.append(profile_section(results))
@@ -165,6 +179,18 @@ def header(meta: dict, results: dict) -> str:
         "after: the machine is shared and noisy, so every ratio below compares runs "
         "interleaved in the same run (medians of the repetitions), never runs of different "
         f"days.{quick}\n\n![results](results.png)"
+    )
+
+
+def before_note(base: dict) -> str:
+    meta = (base.get("results") or {}).get("meta", {})
+    return (
+        "## Before and now\n\n"
+        "The tables below put, beside this run's figures, those of the last full run before "
+        f"issue #8 (*before*: commit {base.get('commit', DASH)}, {meta.get('started', DASH)}, "
+        f"load average {meta.get('load_before', 0):.1f}; kept in `bench/baseline.json`). Both "
+        "are medians on this shared 2-core machine, but of runs at different times and loads: "
+        "compare their orders of magnitude, and trust the ratios inside one run."
     )
 
 
@@ -209,7 +235,7 @@ def goals(results: dict, push: Push, big: int, mid: int) -> str:
         ],
     ]
     return (
-        "## Goals\n\n"
+        "## Goals of the earlier issues\n\n"
         "Measured on loopback with the pooled server (the Hyperdrive model, see Method); the "
         "same ratios at 1 and 5 ms per round trip, without a pool and for the local host as "
         "it ships are in the tables further down.\n\n"
@@ -263,14 +289,19 @@ def method(meta: dict, cfg: dict) -> str:
 - **Throughput** = N / wall time of the request(s) as the client sees them."""
 
 
-def push_section(push: Push, sizes: list[int], rtts: list[float]) -> str:
+def push_section(push: Push, sizes: list[int], rtts: list[float], old: Push) -> str:
     out = ["## Push: N changes in one request, against the baselines"]
     for rtt in rtts:
         rows = []
         for n in sizes:
             w = push.rate("push", rtt, n)
             cpu = median(push.runs("push", rtt, n), "cpu_ms")
+            was = old.rate("push", rtt, n)
             cells = [num(n), f"{num(w)} ({num(push.ms('push', rtt, n), 1)} ms, CPU {num(cpu, 1)})"]
+            cells.append(
+                f"{num(was)} ({num(old.ms('push', rtt, n), 1)} ms), "
+                f"{ratio(was, old.rate('floor', rtt, n), percent=True)} of its floor"
+            )
             for m in ("floor", "per_row", "current"):
                 rate = push.rate(m, rtt, n)
                 mark = ""
@@ -290,6 +321,7 @@ def push_section(push: Push, sizes: list[int], rtts: list[float]) -> str:
                 [
                     "N",
                     "Worker push (latency, server CPU ms)",
+                    "before: push (latency), share of floor",
                     "floor",
                     "per-row txn",
                     "current state",
@@ -333,16 +365,17 @@ def pooling_section(push: Push, sizes: list[int], login: dict) -> str:
     )
 
 
-def pull_section(entries: list[dict], sizes: list[int], rtts: list[float]) -> str:
+def pull_section(entries: list[dict], sizes: list[int], rtts: list[float], old: list[dict]) -> str:
     rows = []
     for n in sizes:
         cells = [num(n)]
         for rtt in rtts:
-            runs = pick(entries, n=n, rtt=rtt)
+            runs, was = pick(entries, n=n, rtt=rtt), pick(old, n=n, rtt=rtt)
             cells.append(
                 f"{num(median(runs, 'rows_per_s'))} ({num(median(runs, 'ms'), 1)} ms, "
                 f"{runs[0]['requests'] if runs else DASH} req)"
             )
+            cells.append(f"{num(median(was, 'rows_per_s'))} ({num(median(was, 'ms'), 1)} ms)")
         rows.append(cells)
     big = pick(entries, n=max(sizes), rtt=0)
     pages = ""
@@ -359,14 +392,15 @@ def pull_section(entries: list[dict], sizes: list[int], rtts: list[float]) -> st
     return (
         "## Pull: initial sync of N rows for one user, through pagination (page 1000)\n\n"
         "rows/s (total time, requests), pooled server. Checked: every row arrived once.\n\n"
-        + table(["N", *(rtt_name(r) for r in rtts)], rows)
+        + table(["N", *(f"{w}{rtt_name(r)}" for r in rtts for w in ("", "before: "))], rows)
         + pages
     )
 
 
-def concurrency_section(entries: list[dict]) -> str:
+def concurrency_section(entries: list[dict], old: list[dict]) -> str:
     if not entries:
         return "## Concurrency\n\nNot run."
+    before = {(e["rtt"], e["k"]): e for e in old}
     rows = [
         [
             rtt_name(e["rtt"]),
@@ -380,6 +414,9 @@ def concurrency_section(entries: list[dict]) -> str:
             num(e["p99_ms"], 1),
             str(e["errors"]),
             str(e["lost"]),
+            num(before.get((e["rtt"], e["k"]), {}).get("rows_per_s")),
+            num(before.get((e["rtt"], e["k"]), {}).get("p50_ms"), 1),
+            num(before.get((e["rtt"], e["k"]), {}).get("p95_ms"), 1),
         ]
         for e in entries
     ]
@@ -403,16 +440,29 @@ def concurrency_section(entries: list[dict]) -> str:
                 "p99 ms",
                 "errors",
                 "lost",
+                "before: rows/s",
+                "before: p50 ms",
+                "before: p95 ms",
             ],
             rows,
         )
     )
 
 
-def round_trip_section(push: Push, pulls: list[dict], sizes: list[int], rtts: list[float]) -> str:
+def round_trip_section(
+    push: Push,
+    pulls: list[dict],
+    sizes: list[int],
+    rtts: list[float],
+    old: Push,
+    old_pulls: list[dict],
+) -> str:
+    def pull_counts(runs: list[dict], key: str) -> list[int]:
+        return sorted({s for r in runs for s in r[key]})
+
     rows = []
     for n in sizes:
-        pull_runs = pick(pulls, n=n, rtt=0)
+        pull_runs, was = pick(pulls, n=n, rtt=0), pick(old_pulls, n=n, rtt=0)
         rows.append(
             [
                 num(n),
@@ -420,8 +470,9 @@ def round_trip_section(push: Push, pulls: list[dict], sizes: list[int], rtts: li
                 f"{push.statements(0, n, method='push_mixed')} / "
                 f"{push.round_trips(0, n, method='push_mixed')}",
                 str(push.statements(0, n, "nopool")),
-                f"{sorted({s for r in pull_runs for s in r['statements']})} / "
-                f"{sorted({s for r in pull_runs for s in r['round_trips']})}",
+                f"{pull_counts(pull_runs, 'statements')} / {pull_counts(pull_runs, 'round_trips')}",
+                f"{old.round_trips(0, n)} / {old.round_trips(0, n, method='push_mixed')} / "
+                f"{pull_counts(was, 'round_trips')}",
             ]
         )
     return (
@@ -435,6 +486,7 @@ def round_trip_section(push: Push, pulls: list[dict], sizes: list[int], rtts: li
                 "mixed batch: statements / round trips",
                 "push, login per request: statements",
                 "pull, per page: statements / round trips",
+                "before: round trips of push / mixed batch / pull page",
             ],
             rows,
         )

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 sys.path.append(str(ROOT / "bench"))  # the probes also run under Pyodide, as top-level modules
 
-from bench import findings, harness, hostile, inprocess, report, scenarios  # noqa: E402
+from bench import findings, harness, hostile, inprocess, latency, report, scenarios  # noqa: E402
 from bench.data import Rows  # noqa: E402
 from bench.harness import say  # noqa: E402
 
@@ -62,6 +62,12 @@ class Config:
     attack_k: int = 10
     attack_pause_s: float = 0.05
     attack_parts: bool = True  # also each half of the attack alone
+    # Issue #8's section (bench/latency.py): one sync's latency against one round trip
+    # plus Postgres' own time, echo of a device's own writes, partial rows vs their floor
+    latency_sizes: list[int] = field(default_factory=lambda: [10, 1000])
+    latency_rtts: list[float] = field(default_factory=lambda: [0, 1, 5, 20, 80])
+    latency_reps: int = 3
+    throughput_reps: int = 3
 
     @classmethod
     def quick(cls) -> Config:
@@ -90,6 +96,10 @@ class Config:
             attack_tiny_threads=20,
             attack_n=100,
             attack_parts=False,
+            latency_sizes=[10],
+            latency_rtts=[0, 5],
+            latency_reps=1,
+            throughput_reps=1,
         )
 
 
@@ -193,6 +203,7 @@ def measure(cfg: Config, log: Clock) -> dict:
                             f"rtt {rtt} ms: K={k}: {result['requests_per_s']:.0f} req/s, "
                             f"p95 {result['p95_ms']:.0f} ms, lost {result['lost']}"
                         )
+        results["issue8"] = latency.measure(cluster, url, rows, cfg, log)
         n = cfg.cost_n
         results["cost"] = {
             "push": inprocess.push_cost(url, harness.SECRET, rows, n, cfg.cost_reps),
@@ -213,8 +224,24 @@ def measure(cfg: Config, log: Clock) -> dict:
         log(f"page times of a {cfg.pages_n}-row initial sync taken")
         results["hostile"] = hostile.measure(url, rows, cfg, log)
         log("hostile section: worst batches and a bystander under attack measured")
+        if cfg.pyodide:  # whole requests' CPU under CPython and Pyodide (bench/request_cpu.py)
+            import request_cpu
+
+            results["request_cpu"] = request_cpu.measure(url)
+            log("CPU of whole requests (cold and warm tokens, pushes, a pull page) measured")
         results["meta_postgres"] = _postgres_version(url)
     results["probe"] = probes(cfg, log)
+    return results
+
+
+def measure_issue8(cfg: Config, log: Clock) -> dict:
+    """Issue #8's section alone (`--only issue8`), e.g. on a clone of an older commit for
+    the figures bench/baseline.json keeps as "before"."""
+    rows = Rows(20261124)
+    with harness.postgres(cfg.durable) as (cluster, url):
+        log(f"Postgres up on 127.0.0.1:{cluster.port} (durable={cfg.durable}), migrated")
+        results = {"issue8": latency.measure(cluster, url, rows, cfg, log)}
+        results["meta_postgres"] = _postgres_version(url)
     return results
 
 
@@ -328,6 +355,11 @@ def main() -> int:
         "--out", type=Path, help="where to write (default bench/, quick: bench/.work/quick)"
     )
     parser.add_argument(
+        "--only",
+        choices=["issue8"],
+        help="run one section only and write just results.json (no RESULTS.md)",
+    )
+    parser.add_argument(
         "--report-only",
         action="store_true",
         help="redraw RESULTS.md and the plot from results.json",
@@ -354,12 +386,15 @@ def main() -> int:
     }
     mode = "quick " if args.quick else ""
     log(f"bench {mode}on {meta['cores']} cores, load average {meta['load_before']:.2f}")
-    results = measure(cfg, log)
+    results = measure_issue8(cfg, log) if args.only else measure(cfg, log)
     meta["postgres"] = results.pop("meta_postgres")
     meta["duration_s"] = round(time.perf_counter() - log.started, 1)
     meta["load_after"] = os.getloadavg()[0]
     results["meta"] = meta
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+    if args.only:
+        log(f"wrote {out / 'results.json'} (section {args.only} only)")
+        return 0
     report.write(results, out)
     log(f"wrote {out / 'RESULTS.md'}, {out / 'results.png'}, {out / 'results.json'}")
     return 0

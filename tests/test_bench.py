@@ -38,9 +38,23 @@ def test_bench_quick_mode_runs_and_loses_nothing(tmp_path):
     assert all(watched["intact"].values()), watched["intact"]
     attacker = watched["attacker"]
     assert sum(side["statuses"].get("429", 0) for side in attacker.values()) > 0
+    # Issue #8's section: every sync of the latency table stored what it was sent, its
+    # round trips and Postgres' own time were counted, and a device's writes reached the
+    # user's other device (guarantee 4), whatever the echo counts say.
+    issue8 = results["issue8"]
+    assert issue8["latency"] and all(e["ok"] for e in issue8["latency"])
+    assert all(e["round_trips"] and e["pg_messages"] > 0 for e in issue8["latency"])
+    assert issue8["echo"] and all(e["other_device_got"] == e["n"] for e in issue8["echo"])
+    assert {e["method"] for e in issue8["throughput"]} == {
+        "push",
+        "floor",
+        "push_partial",
+        "floor_partial",
+    }
     text = (tmp_path / "RESULTS.md").read_text()
     assert text.startswith("# Sync Worker benchmark")
     assert "## Hostile" in text
+    assert "## Goals of issue #8" in text and "## Placement" in text
 
 
 def test_round_trip_counter_counts_one_per_message_exchange(database_url):
