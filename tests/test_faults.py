@@ -12,15 +12,24 @@ from sync.migrate import connect_url
 
 
 class FlakyConnection:
-    """A real connection that drops (closes its socket) just before a chosen statement."""
+    """A real connection that drops (closes its socket) just before the first message
+    that contains `fail_on`, or just after it (`after`). With `kill`, the server itself
+    ends the session midway through that message, right before `fail_on`: the
+    statements before it in the message have run, those after it never do."""
 
-    def __init__(self, url, fail_on: str, after: bool = False):
+    def __init__(self, url, fail_on: str, after: bool = False, kill: bool = False):
         self.con = connect_url(url)
         self.fail_on = fail_on
         self.after = after
+        self.kill = kill
 
     def run(self, statement, **params):
-        if self.fail_on and statement.startswith(self.fail_on):
+        if self.fail_on and self.fail_on in statement:
+            if self.kill:
+                at = statement.index(self.fail_on)
+                self.fail_on = ""
+                killed = statement[:at] + "SELECT pg_terminate_backend(pg_backend_pid());\n"
+                return self.con.run(killed + statement[at:], **params)
             self.fail_on = ""
             if self.after:
                 self.con.run(statement, **params)
@@ -35,14 +44,14 @@ class FlakyConnection:
             self.con.close()
 
 
-def flaky_app(database_url, fail_on, after=False, failures=1, **env):
+def flaky_app(database_url, fail_on, after=False, failures=1, kill=False, **env):
     app = build_app(database_url, **env)
     left = [failures]
 
     def connect():
         if left[0] > 0:
             left[0] -= 1
-            return FlakyConnection(database_url, fail_on, after)
+            return FlakyConnection(database_url, fail_on, after, kill)
         return connect_url(database_url)
 
     app.connect = connect
@@ -76,8 +85,9 @@ def test_retries_run_out_into_503_and_nothing_applied(database_url, sql):
 
 
 def test_failure_after_push_rolls_back_everything(database_url, sql):
-    """The pull fails after the push statements ran: none of the push may remain."""
-    app = flaky_app(database_url, "WITH cur", failures=5, MAX_ATTEMPTS="2")
+    """The session ends after the push statement ran and before the pull's (the server
+    terminates it midway through the one message): none of the push may remain."""
+    app = flaky_app(database_url, "WITH cur", failures=5, kill=True, MAX_ATTEMPTS="2")
     reply = Api(app, "package").sync(user_id(), [change("todos", "insert", todo(new_id(), "a", 0))])
     assert reply.status == 503
     assert sql("SELECT count(*) FROM todos")[0][0] == 0

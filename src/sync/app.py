@@ -40,8 +40,8 @@ from sync.http import (
     json_response,
 )
 from sync.limits import InFlight, RateLimit, rate_limited
-from sync.protocol import RawChange, parse_sync_request
-from sync.schema import Registry, Table, format_timestamp
+from sync.protocol import parse_sync_request
+from sync.schema import Registry
 from sync.settings import Settings
 
 ROUTES = {"/api/sync": ("POST",), "/api/health": ("GET", "HEAD"), "/api/schema": ("GET",)}
@@ -273,10 +273,11 @@ class App:
     ) -> SyncResult:
         """Runs the transaction; a transient failure (lost connection, serialization
         failure, deadlock) reruns it whole, which is safe: a re-run is a re-send, and
-        re-sends are idempotent. A constraint failure reruns it in careful mode."""
+        re-sends are idempotent. A constraint failure reruns it in careful mode; a
+        registry that moved since the message was written reruns it on the new one."""
         settings = self.settings
         deadline = trace.started + settings.request_timeout_ms / 1000
-        careful = False
+        mode = "fast"
         attempt = 0
         while True:
             attempt += 1
@@ -285,11 +286,11 @@ class App:
                 trace.fields["last_error"] = "deadline"
                 raise unavailable("the request ran out of time; retry later")
             async with self.exclusive():
-                outcome = self._attempt(plan_for, user, cursor, careful, left_ms, attempt, trace)
+                outcome = self._attempt(plan_for, user, cursor, mode, left_ms, attempt, trace)
             if isinstance(outcome, SyncResult):
                 return outcome
-            if outcome == "careful":
-                careful = True
+            if outcome in ("careful", "reload"):
+                mode = outcome if mode == "fast" or outcome == "careful" else mode
                 attempt -= 1  # not a failure of the database
                 continue
             await asyncio.sleep(0.05 * 2 ** (attempt - 1))  # outside the guard
@@ -299,18 +300,19 @@ class App:
         plan_for: Callable[[Loaded], batching.Plan],
         user: str,
         cursor: Cursor,
-        careful: bool,
+        mode: str,
         left_ms: int,
         attempt: int,
         trace: Trace,
     ) -> SyncResult | str:
         """One try of the transaction, on a connection of its own: its result, or
-        "careful" / "retry" for the caller to act on; terminal failures raise ApiError."""
+        "careful" / "reload" / "retry" for the caller to act on; terminal failures raise
+        ApiError."""
         db: Db | None = None
         try:
             db = Db(self.connect)
             trace.phase("connect")
-            body, counts = self._transaction(db, plan_for, user, cursor, careful, left_ms, trace)
+            body, counts = self._transaction(db, plan_for, user, cursor, mode, left_ms, trace)
             return SyncResult(body, counts, db.statements, attempt)
         except pushing.NeedCareful:
             _rollback(db)
@@ -325,6 +327,8 @@ class App:
         except DbError as error:
             _rollback(db)
             trace.fields["last_error"] = error.sqlstate
+            if error.sqlstate == sql.SCHEMA_MOVED and mode == "fast":
+                return "reload"
             if error.misconfigured:
                 trace.fields["misconfigured"] = _describe(error)
                 raise ApiError(500, "internal", "the server is misconfigured") from None
@@ -345,159 +349,99 @@ class App:
         plan_for: Callable[[Loaded], batching.Plan],
         user: str,
         cursor: Cursor,
-        careful: bool,
+        mode: str,
         left_ms: int,
         trace: Trace,
     ) -> tuple[bytes, dict[str, Any]]:
-        """The sandwich: one transaction around push and pull. Everything is read inside
-        it, so Hyperdrive's query cache never answers a sync. The answer is built and
-        encoded before COMMIT, so nothing can fail once the changes are stored."""
-        # BEGIN with the transaction's bounds, and the registry's stamp, in one round
-        # trip; the catalog is read in this transaction only when the stamp moved.
-        loaded = self.schema.begin(db, sql.bounds(self.settings, left_ms))
+        """The sandwich: one transaction around push and pull, in one message when it can
+        (mode "fast": BEGIN, its bounds, the registry check, the push statement, the pull
+        statement, COMMIT). Everything is read inside the transaction, so Hyperdrive's
+        query cache never answers a sync. Careful mode and a registry reload open the
+        transaction on their own first, then the push runs in parts (careful) and the
+        pull and COMMIT go together.
+
+        COMMIT travels in the message, so the answer is built after it, from rows the
+        database returned; nothing in that is allowed to fail (a failure there would
+        still lose nothing: the client re-sends, and a re-send is idempotent)."""
+        settings = self.settings
+        bounds = sql.bounds(settings, left_ms)
+        known = self.schema.current
+        opening = ""
+        if mode == "fast" and known is not None:
+            loaded = known
+            check = "" if self.schema.fixed else sql.expect_schema(str(known.stamp))
+            opening = sql.script(sql.BEGIN, bounds, check)
+        else:
+            # The registry is read (or found unchanged) in this transaction: one round trip.
+            loaded = self.schema.begin(db, bounds)
         plan = plan_for(loaded)
         registry = loaded.registry
-        outcome = pushing.apply(db, registry, plan.winners, user, careful)
-        trace.phase("push")
-
-        # Settle every change that was not applied exactly as sent: read what the server
-        # holds for its key. The owner tells a change that lost to a newer version (or a
-        # tie, as on a re-send) from one aimed at another user's row.
-        # Another user's keys (found by the vet) need no read: they are answered with a
-        # delete, and nothing of the stored row.
-        to_read = {
-            (c.table.name, c.key)
-            for c in plan.winners
-            if (outcome.get(id(c)) != batching.APPLIED or not c.as_sent)
-            and not _forbidden(outcome.get(id(c)))
-        }
-        to_read |= {(r.table.name, r.key) for r in plan.rejected if r.table and r.key}
-        # Rows an earlier answer owed (they did not fit its byte budget) come first.
-        owed = {slot for slot in cursor.owed if slot[0] in registry.by_name}
-        budget = self.settings.max_answer_bytes
-        stored = (
-            pulling.read_keys(db, registry, user, to_read | owed, budget)
-            if to_read or owed
-            else None
+        quiet = pushing.no_echo(plan)
+        if mode == "careful":
+            pushed = pushing.careful(db, registry, plan, user, quiet)
+            push_text = ""
+            trace.phase("push")
+        else:
+            pushed = pushing.Pushed(tuple(sorted({c.table.name for c in plan.winners})))
+            push_text = pushing.statement(registry, plan.winners, user, quiet)
+        given = pulling.request(
+            registry,
+            user,
+            cursor,
+            pushing.settle(plan, pushed),
+            pushed.tables,
+            settings.pull_page_size,
+            settings.max_answer_bytes,
         )
-        for change in plan.winners:
-            if id(change) not in outcome:
-                owner = stored.owners.get((change.table.name, change.key)) if stored else None
-                if owner not in (None, user):
-                    result = batching.Reject("forbidden", "the row belongs to another user")
-                elif owner is None and change.missing_required:
-                    column = change.missing_required[0]
-                    result = batching.Reject(
-                        "constraint_violation", f"a new row needs column {column}"
-                    )
-                else:
-                    result = batching.STALE
-                outcome[id(change)] = result
-
-        accepted: list[int | str] = []
-        rejected: list[dict[str, Any]] = []
-        forced: dict[pulling.Slot, pulling.Entry] = {}
-        for change in plan.winners:
-            result = outcome[id(change)]
-            ids = [change.raw, *change.followers]
-            if isinstance(result, batching.Reject):
-                rejected += [_rejection(raw, result) for raw in ids]
-            else:
-                accepted += [raw.id for raw in ids]
-            if result != batching.APPLIED or not change.as_sent:
-                visible = not _forbidden(result)
-                _converge(
-                    forced,
-                    stored if visible else None,
-                    change.table,
-                    change.key,
-                    change.row["updated_at"],
-                )
-        for refused in plan.rejected:
-            rejected.append(_rejection(refused.raw, refused.reject))
-            if refused.table:
-                visible = refused.reject.code != "forbidden"
-                _converge(
-                    forced, stored if visible else None, refused.table, refused.key, refused.clock
-                )
-        still_owed: set[pulling.Slot] = set()
-        if stored is not None:
-            still_owed = {slot for slot in stored.owed if slot not in stored.entries}
-            for slot in still_owed:
-                forced.pop(slot, None)  # its content did not fit: it goes in the cursor
-            for slot in owed - still_owed:
-                if slot in stored.entries:
-                    forced.setdefault(slot, stored.entries[slot])
-                elif stored.owners.get(slot) != user:
-                    table = registry.by_name[slot[0]]
-                    forced.setdefault(slot, pulling.delete_entry(table, slot[1], _now(self)))
-
-        left = budget - (stored.size if stored else 0)
-        if left > 0 or not forced:
-            page = pulling.pull(
-                db, registry, user, cursor, self.settings.pull_page_size, left, not forced
+        try:
+            rows = db.run(
+                sql.script(opening, push_text, sql.pull(registry.tables, given), sql.COMMIT)
             )
-        else:  # the converge rows took the whole answer: the page waits for the next one
-            page = pulling.Page({}, cursor, True)
-        trace.phase("pull")
-        forced.update(page.entries)  # the pull read later: its state is the newer one
-        next_cursor = dataclasses.replace(page.cursor, owed=tuple(sorted(still_owed)))
-        pulled = pulling.ordered(registry, forced)
-        has_more = page.has_more or bool(still_owed)
+        except DbError as error:
+            if error.data_problem and mode != "careful":
+                raise pushing.NeedCareful from error
+            raise
+        trace.phase("pull" if mode == "careful" else "sync")
+        if push_text:
+            pushed.read([r for r in rows if r[0] in PUSH_TAGS])
+        pulled = pulling.read(registry, cursor, given, [r for r in rows if r[0] == "p"])
+        owed = {slot for slot in cursor.owed if slot[0] in registry.by_name}
+        outcome = pushing.outcomes(registry, plan, pushed, pulled, owed, self.now())
+        converge = outcome.converge
+        still_owed = pulled.owed
+        for slot in still_owed:
+            converge.pop(slot, None)  # its content did not fit: it goes in the cursor
+        converge.update(pulled.entries)  # the page read later: its state is the newer one
+        next_cursor = dataclasses.replace(pulled.cursor, owed=tuple(sorted(still_owed)))
+        pulled_changes = pulling.ordered(registry, converge)
+        has_more = pulled.has_more or bool(still_owed)
         body = encode_json(
             {
                 "success": True,
-                "acceptedIds": accepted,
-                "rejected": rejected,
-                "pulledChanges": pulled,
+                "acceptedIds": outcome.accepted,
+                "rejected": outcome.rejected,
+                "pulledChanges": pulled_changes,
                 "newServerTimestamp": next_cursor.encode(),
                 "hasMore": has_more,
             }
         )
         trace.phase("answer")
-        db.run(sql.COMMIT)
-        trace.phase("commit")
         counts = {
-            "accepted": len(accepted),
-            "rejected": len(rejected),
-            "pulled": len(pulled),
+            "accepted": len(outcome.accepted),
+            "rejected": len(outcome.rejected),
+            "pulled": len(pulled_changes),
             "owed": len(still_owed),
             "has_more": has_more,
             "bytes": len(body),
-            "reject_codes": dict(Counter(r["code"] for r in rejected)),
+            "reject_codes": dict(Counter(r["code"] for r in outcome.rejected)),
         }
         return body, counts
 
 
-def _forbidden(result: batching.Reject | str | None) -> bool:
-    return isinstance(result, batching.Reject) and result.code == "forbidden"
-
-
-def _now(app: App) -> str:
-    return format_timestamp(app.now())
+PUSH_TAGS = frozenset("olkardxn")
 
 
 def _rollback(db: Db | None) -> None:
     if db is not None:
         with contextlib.suppress(DbError):
             db.run(sql.ROLLBACK)
-
-
-def _rejection(raw: RawChange, reject: batching.Reject) -> dict[str, Any]:
-    return {"id": raw.id, "code": reject.code, "message": reject.message}
-
-
-def _converge(
-    forced: dict[pulling.Slot, pulling.Entry],
-    stored: pulling.Stored | None,
-    table: Table,
-    key: str | None,
-    clock: str,
-) -> None:
-    """Answers a change that did not apply as sent with the caller's row for its key, or
-    a delete where the caller has none (never another user's row)."""
-    if key is None:
-        return  # no usable key: the client keeps the change in its rejected store
-    slot = (table.name, key)
-    entry = stored.entries.get(slot) if stored else None
-    forced[slot] = entry or pulling.delete_entry(table, key, clock)

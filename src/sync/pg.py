@@ -173,7 +173,9 @@ def _bounded_connection() -> type:
 
         def run(self, sql: str, stream: Any = None, types: Any = None, **params: Any) -> Any:
             first_by, self._first_answer_by = self._first_answer_by, None
-            if first_by is not None:
+            # A connection closed before its first statement ran (it was lost) has no
+            # socket left to bound; pg8000 then says it is closed.
+            if first_by is not None and getattr(self, "_usock", None) is not None:
                 self._usock.settimeout(_remaining(first_by))
             try:
                 return super().run(sql, stream=stream, types=types, **params)
@@ -184,7 +186,7 @@ def _bounded_connection() -> type:
                     raise TimeoutError(f"no {waited} from the database in time") from error
                 raise
             finally:
-                if first_by is not None:
+                if first_by is not None and getattr(self, "_usock", None) is not None:
                     with contextlib.suppress(OSError):
                         self._usock.settimeout(self._read_timeout)
 

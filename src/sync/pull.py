@@ -1,18 +1,18 @@
-"""The pull: the caller's rows changed since the cursor, one page, in one statement.
+"""The pull: the answer's rows, read in one statement after the push.
 
-Also reads the current state of given keys, so that a change that was not applied as sent
-is answered with what the server holds (or a delete), and the client converges.
+Two parts (see `sql.pull`): the current state of keys that need it — changes that did not
+apply as sent, refused changes, rows an earlier answer owed — so the client converges; and
+one page of the caller's changes since the cursor.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sync import sql
 from sync.cursor import Cursor
-from sync.db import Db
-from sync.schema import Registry, Table
+from sync.schema import InvalidValue, Registry, Table
 
 Entry = dict[str, Any]
 Slot = tuple[str, str]  # (table, key as text)
@@ -30,125 +30,136 @@ def delete_entry(table: Table, key: str, updated_at: str) -> Entry:
     }
 
 
-@dataclass
-class Stored:
-    """What the database holds for some keys: whose row it is, and the caller's view.
-    `owed`: the caller's rows whose content did not fit the answer's byte budget; they
-    go into the cursor and come first in the next answer."""
-
-    owners: dict[Slot, str]
-    entries: dict[Slot, Entry]
-    owed: set[Slot]
-    size: int  # bytes of row content sent
-
-
-def read_keys(db: Db, registry: Registry, user: str, slots: set[Slot], budget: int) -> Stored:
-    tables = tuple(t for t in registry.tables if any(s[0] == t.name for s in slots))
-    keys = {
-        f"k{i}": sql.key_list(sorted(k for n, k in slots if n == t.name))
-        for i, t in enumerate(tables)
-    }
-    owners: dict[Slot, str] = {}
-    entries: dict[Slot, Entry] = {}
-    owed: set[Slot] = set()
-    size = 0
-    rows = db.run(sql.current_rows(tables), user=user, budget=budget, **keys)
-    for name, kind, key, owner, at, row, running in rows:
-        table = registry.by_name[name]
-        slot = (name, key)
-        if kind == "row":
-            owners[slot] = owner
-            if row is not None:
-                entries[slot] = {"table": name, "op": "upsert", "row": row}
-                size = max(size, int(running))
-            elif owner == user:
-                owed.add(slot)
-        elif slot not in entries and slot not in owed:
-            entries[slot] = delete_entry(table, key, at)
-    for slot in owed:  # a tombstone of an older row is not the state to converge to
-        entries.pop(slot, None)
-    return Stored(owners, entries, owed, size)
-
-
-@dataclass
-class Page:
-    entries: dict[Slot, Entry]
-    cursor: Cursor
-    has_more: bool
-
-
 def table_bounds(
     tables: tuple[Table, ...], after: tuple[str, str, str] | None
-) -> dict[str, str | None]:
+) -> dict[str, tuple[str, str | None]]:
     """The page position (xid, table, key) as a lower bound (xid, key) per table: rows of
     tables sorting before the position's table are done up to its xid, those after it
     from its xid on. A NULL key bound compares as "not after", so (xid, NULL) admits only
     larger xids. Python's str order is the "C" collation's byte order."""
-    bounds: dict[str, str | None] = {}
-    for i, table in enumerate(tables):
+    bounds: dict[str, tuple[str, str | None]] = {}
+    for table in tables:
         if after is None:
-            xid, key = "0", None
+            bounds[table.name] = ("0", None)
         elif table.name < after[1]:
-            xid, key = after[0], None
+            bounds[table.name] = (after[0], None)
         elif table.name == after[1]:
-            xid, key = after[0], after[2]
+            bounds[table.name] = (after[0], after[2])
         else:
-            xid, key = str(int(after[0]) - 1), None
-        bounds[f"x{i}"], bounds[f"p{i}"] = xid, key
+            bounds[table.name] = (str(int(after[0]) - 1), None)
     return bounds
 
 
-def pull(
-    db: Db,
+def _readable(table: Table, key: str) -> bool:
+    """A key from a cursor that the table's key column can hold (the cursor is not
+    signed: a key that cannot be cast would fail the whole statement)."""
+    try:
+        value = typed_key(table, key)
+        return table.key_column.check(value) is not None and str(value) == key
+    except (InvalidValue, ValueError):
+        return False
+
+
+def request(
     registry: Registry,
     user: str,
     cursor: Cursor,
+    settle: set[Slot],
+    pushed: tuple[str, ...],
     page_size: int,
     budget: int,
-    first_row: bool,
-) -> Page:
-    """One page: at most `page_size` rows and `budget` bytes of row content, but at least
-    one row when `first_row` (nothing else is in the answer), so every row arrives."""
-    after = cursor.after or ("0", "", "")
-    params = {
-        **table_bounds(registry.tables, cursor.after),
-        "user": user,
-        "seen": cursor.seen,
-        "from_xid": cursor.xmin,
-        "axid": after[0],
-        "atable": after[1],
-        "akey": after[2],
-        "limit": page_size + 1,
-        "budget": budget,
-        "first_row": first_row,
-        "initial": cursor.initial,
-    }
-    first_page = cursor.upto is None
-    if not first_page:
-        params["upto"] = cursor.upto
-    rows = db.run(sql.pull(registry.tables, first_page), **params)
-    upto = rows[0][0]
-    data = [r for r in rows if r[1] is not None]
-    has_more = len(data) > page_size
-    data = data[:page_size]
-    for i, (*_, size, running) in enumerate(data):
-        if not (running <= budget or (first_row and running == size)):
-            data, has_more = data[:i], True  # the byte budget ends the page here
+) -> sql.PullInput:
+    """The pull statement's input. `settle`: keys whose current state the answer must
+    carry; `pushed`: the tables a push statement of this transaction wrote."""
+    keys: dict[str, list[str]] = {}
+    for name, key in sorted(settle | set(cursor.owed)):
+        table = registry.get(name)
+        if table is not None and _readable(table, key):
+            keys.setdefault(name, []).append(key)
+    return sql.PullInput(
+        user=user,
+        seen=cursor.seen,
+        upto=cursor.upto,
+        bounds=table_bounds(registry.tables, cursor.after),
+        after=cursor.after or ("0", "", ""),
+        initial=cursor.initial,
+        settle=keys,
+        pushed=pushed,
+        limit=page_size + 1,
+        budget=budget,
+    )
+
+
+@dataclass
+class Settled:
+    """What the server holds for a key the answer settles (sql.pull's part 0)."""
+
+    kind: str  # row, other, tomb, none, own
+    entry: Entry | None = None  # the caller's row or tombstone as a pulled change
+    owed: bool = False  # the caller's row, whose content did not fit the answer
+
+
+@dataclass
+class Pulled:
+    settled: dict[Slot, Settled]
+    entries: dict[Slot, Entry]  # the page
+    cursor: Cursor  # owed left empty: the caller adds what is still owed
+    has_more: bool
+    size: int = 0  # bytes of row content in the answer
+    owed: set[Slot] = field(default_factory=set)
+
+
+def read(registry: Registry, cursor: Cursor, given: sql.PullInput, rows: list[list[Any]]) -> Pulled:
+    """The pull statement's rows (tagged 'p') as settled keys, the page and the next
+    cursor. The page ends at `limit - 1` rows, or earlier at the row the byte budget cut."""
+    page_size = given.limit - 1
+    snapshot = rows[0][1]
+    settled: dict[Slot, Settled] = {}
+    page: list[list[Any]] = []
+    size = 0
+    for row in rows:
+        _tag, _snap, part, name, kind, key, _xid, content, at, _size, running = row
+        if part is None:
+            continue  # nothing at all: the row only carries the snapshot
+        if part == 0:
+            slot = (name, key)
+            table = registry.by_name[name]
+            if kind == "row" and content is None:
+                settled[slot] = Settled(kind, owed=True)
+            elif kind == "row":
+                settled[slot] = Settled(kind, {"table": name, "op": "upsert", "row": content})
+                size = max(size, int(running))
+            elif kind == "tomb":
+                settled[slot] = Settled(kind, delete_entry(table, key, at))
+            else:
+                settled[slot] = Settled(kind)
+        else:
+            page.append(row)
+    has_more = len(page) > page_size
+    page = page[:page_size]
+    for i, row in enumerate(page):
+        row_size, running = row[9], row[10]
+        if not (running <= given.budget or running == row_size):
+            page, has_more = page[:i], True  # the byte budget ends the page here
             break
-    if not data and has_more:  # nothing fitted: the same position, asked again
-        return Page({}, cursor, True)
+        if row[7] is not None:
+            size = max(size, int(running))
+    owed = {slot for slot, s in settled.items() if s.owed}
+    if not page and has_more:  # nothing fitted: the same position, asked again
+        return Pulled(settled, {}, cursor, True, size, owed)
     entries: dict[Slot, Entry] = {}
-    for _snap, name, kind, key, _xid, row, at, _size, _running in data:
+    for _t, _s, _p, name, kind, key, _xid, content, at, _size, _running in page:
         if kind == "row":
-            entries[(name, key)] = {"table": name, "op": "upsert", "row": row}
+            entries[(name, key)] = {"table": name, "op": "upsert", "row": content}
         else:
             entries[(name, key)] = delete_entry(registry.by_name[name], key, at)
+    upto = given.upto or snapshot
     if has_more:
-        last = data[-1]
-        next_cursor = Cursor(cursor.seen, upto, (last[4], last[1], last[3]))
+        last = page[-1]
+        next_cursor = Cursor(cursor.seen, upto, (last[6], last[3], last[5]))
     else:
         next_cursor = Cursor(upto)
-    return Page(entries, next_cursor, has_more)
+    return Pulled(settled, entries, next_cursor, has_more, size, owed)
 
 
 def ordered(registry: Registry, entries: dict[Slot, Entry]) -> list[Entry]:

@@ -1,194 +1,216 @@
-"""The push: apply a checked batch set-wise, with last-write-wins and ownership in the SQL.
+"""The push: a checked batch applied in one statement, and every change's outcome.
 
-Per table one statement applies all of the batch's rows, with last-write-wins and ownership
-in the statement itself; round trips grow with the tables touched, not with the rows.
+`statement` writes the whole batch as one statement (`sql.push`): last-write-wins,
+ownership, other users' keys and orphaned children are all decided in SQL, so the push
+travels in the sync's one message. Only when a constraint fails (a CHECK, a unique column)
+does the batch go to careful mode (`careful`): the same statement on halves of the batch
+under savepoints, until each failing change is alone. `outcomes` then turns what the
+statements and the pull's settle rows said into accepted ids, rejections, and the rows that
+make the client converge.
 """
 
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sync import sql
-from sync.batch import APPLIED, Change, Reject
+from sync.batch import APPLIED, STALE, Change, Plan, Reject
 from sync.db import Db, DbError
-from sync.schema import Registry, Table
+from sync.protocol import RawChange
+from sync.pull import Entry, Pulled, Slot, delete_entry
+from sync.schema import Registry, format_timestamp
+
+# Careful mode's round trips in one request, at most: past this the batch has too many
+# failing changes to single out cheaply, and the client is asked to send smaller parts.
+CAREFUL_BUDGET = 400
+NO_ROW_OF_YOURS = "{column} refers to no row of yours"
+FORBIDDEN = "the row belongs to another user"
 
 
 class TooManyFailures(Exception):
-    """Careful mode ran out of its statement budget (CAREFUL_BUDGET)."""
+    """Careful mode ran out of its round-trip budget (CAREFUL_BUDGET)."""
 
 
 class NeedCareful(Exception):
-    """A constraint failed in a set-wise statement: redo the transaction change by change
-    (with savepoints, bisecting) to find which changes are at fault."""
+    """A constraint failed in the set-wise statement: redo the transaction in careful
+    mode to find which changes are at fault."""
 
 
-CAREFUL_BUDGET = 400
-NO_ROW_OF_YOURS = "{column} refers to no row of yours"
+def no_echo(plan: Plan) -> set[Slot]:
+    """Keys whose applied result the client does not hold as it is: changes clamped, or
+    superseded in the batch, or beside a refused change to the same row. Their rows are
+    not counted as the client's own writes, so the answer carries them."""
+    slots = {(c.table.name, c.key) for c in plan.winners if not c.as_sent}
+    return slots | {(r.table.name, r.key) for r in plan.rejected if r.table and r.key}
 
 
-def apply(
-    db: Db, registry: Registry, winners: list[Change], user: str, careful: bool
-) -> dict[int, Reject | str]:
-    """Applies the winners set-wise and returns APPLIED (or a Reject) per change, by id().
-    A change left without an outcome was not applied — the server holds a version at
-    least as new — and the caller settles it by reading what the server holds for its key.
-
-    What can be known before writing is found in one statement first (`sql.vet`): keys of
-    other users' rows (forbidden, never touched, so no lock lands on them) and references
-    to parents that are not the caller's. So only real constraint failures (a CHECK, a
-    unique column) can make a set-wise statement fail and send the batch to careful mode."""
-    outcome: dict[int, Reject | str] = {}
-    upserts: dict[str, list[Change]] = {}
-    deletes: dict[str, list[Change]] = {}
-    for change in winners:
-        (deletes if change.delete else upserts).setdefault(change.table.name, []).append(change)
-    ours = _vet(db, registry, upserts, deletes, user, outcome)
-    applied: dict[str, set[str]] = {}
-    for table in registry.tables:  # parents first, so children find them
-        group = upserts.get(table.name, [])
-        _refuse_orphans(table, group, ours, applied, outcome)
-        done: set[str] = set()
-        for partial in (False, True):  # full rows, then rows that omit columns
-            rows = [c for c in group if c.partial == partial]
-            if rows:
-                _run_group(db, (sql.upsert(table, partial),), rows, outcome, careful, {})
-                done |= {c.key for c in rows if outcome.get(id(c)) == APPLIED}
-        applied[table.name] = done
-    for table in reversed(registry.tables):  # children first, so parents are free to go
-        group = deletes.get(table.name)
-        if group:
-            statements = (sql.bury(table), sql.delete(table))
-            _run_group(db, statements, group, outcome, careful, {"user": user})
-    return outcome
-
-
-def _vet(
-    db: Db,
-    registry: Registry,
-    upserts: dict[str, list[Change]],
-    deletes: dict[str, list[Change]],
-    user: str,
-    outcome: dict[int, Reject | str],
-) -> set[tuple[str, str]]:
-    """Runs `sql.vet`: answers changes to other users' rows `forbidden` and takes them out
-    of their groups; returns the (table, key) of referenced parents that are the caller's
-    (now locked until commit)."""
-    keyed = tuple(t for t in registry.tables if t.name in upserts or t.name in deletes)
-    if not keyed:
-        return set()
-    deleting = tuple(t for t in registry.tables if t.name in deletes)
-    refs: list[tuple[Table, str, Table]] = []
-    params: dict[str, Any] = {}
-    for i, t in enumerate(keyed):
-        keys = [c.key for c in (*upserts.get(t.name, ()), *deletes.get(t.name, ()))]
-        params[f"k{i}"] = sql.key_list(sorted(keys))
-    for i, t in enumerate(deleting):
-        params[f"d{i}"] = sql.key_list(sorted(c.key for c in deletes[t.name]))
-    for table in registry.tables:
-        for column, parent in table.references.items():
-            keys = {
-                str(c.row[column])
-                for c in upserts.get(table.name, ())
-                if c.row.get(column) is not None
-            }
-            if keys:
-                params[f"f{len(refs)}"] = sql.key_list(sorted(keys))
-                refs.append((table, column, registry.by_name[parent]))
-    found = db.run(sql.vet(keyed, deleting, tuple(refs)), user=user, **params)
-    others = {(name, key) for kind, name, key in found if kind == "other"}
-    if others:
-        forbidden = Reject("forbidden", "the row belongs to another user")
-        for groups in (upserts, deletes):
-            for name, group in groups.items():
-                kept = []
-                for change in group:
-                    if (name, change.key) in others:
-                        outcome[id(change)] = forbidden
-                    else:
-                        kept.append(change)
-                group[:] = kept
-    return {(name, key) for kind, name, key in found if kind == "ours"}
-
-
-def _refuse_orphans(
-    table: Table,
-    group: list[Change],
-    ours: set[tuple[str, str]],
-    applied: dict[str, set[str]],
-    outcome: dict[int, Reject | str],
-) -> None:
-    """Rejects, and takes out of the group, rows whose foreign keys name no row of the
-    caller's: neither one stored (locked by the vet) nor one this batch has just applied.
-    A missing parent and another user's parent get the same answer, so it tells nothing
-    of other users' rows; and a parent key that another user took after the vet was not
-    applied for us, so the rule holds under concurrency too."""
-    if not table.references:
-        return
-    kept = []
-    for change in group:
-        bad = None
-        for column, parent in table.references.items():
-            value = change.row.get(column)
-            key = None if value is None else str(value)
-            if key is not None and (parent, key) not in ours and key not in applied[parent]:
-                bad = column
-                break
-        if bad is None:
-            kept.append(change)
+def _groups(registry: Registry, changes: list[Change], quiet: set[Slot]) -> list[sql.Group]:
+    by_table: dict[str, sql.Group] = {}
+    for change in changes:
+        name = change.table.name
+        group = by_table.get(name)
+        if group is None:
+            group = by_table[name] = sql.Group(change.table, [], [], [], [])
+        if change.delete:
+            group.deletes.append(change.row)
+        elif change.partial:
+            group.partial.append(change.row)
         else:
-            outcome[id(change)] = Reject("constraint_violation", NO_ROW_OF_YOURS.format(column=bad))
-    group[:] = kept
+            group.full.append(change.row)
+        if (name, change.key) in quiet:
+            group.no_echo.append(change.key)
+    return [by_table[t.name] for t in registry.tables if t.name in by_table]
 
 
-def _apply(
-    db: Db, statements: tuple[str, ...], group: list[Change], params: dict[str, Any]
-) -> set[str]:
-    """Runs a group's set-wise statements; the first returns the keys that apply."""
-    rows = json.dumps([c.row for c in group], separators=(",", ":"), ensure_ascii=False)
-    first, *rest = statements
-    done = {r[0] for r in db.run(first, rows=rows, **params)}
-    for statement in rest:
-        db.run(statement, rows=rows, **params)
-    return done
+def statement(registry: Registry, changes: list[Change], user: str, quiet: set[Slot]) -> str:
+    """The push statement for `changes` (winners of one plan), or "" for none."""
+    if not changes:
+        return ""
+    return sql.push(_groups(registry, changes, quiet), registry.by_name, user)
 
 
-def _run_group(
-    db: Db,
-    statements: tuple[str, ...],
-    group: list[Change],
-    outcome: dict[int, str | Reject],
-    careful: bool,
-    params: dict[str, Any],
+@dataclass
+class Pushed:
+    """What the push statements said. A key in none of these sets applied."""
+
+    tables: tuple[str, ...] = ()  # tables a push statement wrote (their settings are set)
+    others: set[Slot] = field(default_factory=set)  # another user's row
+    orphans: dict[Slot, str] = field(default_factory=dict)  # child -> the column at fault
+    not_applied: set[Slot] = field(default_factory=set)
+    failed: dict[Slot, Reject] = field(default_factory=dict)  # careful mode's rejects
+
+    def read(self, rows: list[list[Any]]) -> None:
+        tables = set(self.tables)
+        for tag, name, key, column, *_ in rows:
+            if name is not None:
+                tables.add(name)
+            if tag == "o":
+                self.others.add((name, key))
+            elif tag == "r":
+                self.orphans[(name, key)] = column
+            elif tag == "n":
+                self.not_applied.add((name, key))
+        self.tables = tuple(sorted(tables))
+
+
+def careful(db: Db, registry: Registry, plan: Plan, user: str, quiet: set[Slot]) -> Pushed:
+    """The batch applied in parts under savepoints: a part that fails a constraint is
+    rolled back and halved until each failing change is alone (and refused). The order —
+    upserts parents-first, then deletes children-first — keeps every parent in an earlier
+    part than its children or in the same one."""
+    rank = {t.name: i for i, t in enumerate(registry.tables)}
+    order = sorted(
+        plan.winners,
+        key=lambda c: (c.delete, -rank[c.table.name] if c.delete else rank[c.table.name]),
+    )
+    pushed = Pushed()
+    _careful(db, registry, order, user, quiet, pushed)
+    return pushed
+
+
+def _careful(
+    db: Db, registry: Registry, changes: list[Change], user: str, quiet: set[Slot], pushed: Pushed
 ) -> None:
-    """Applies one group set-wise. Keys not applied lost a race with a concurrent writer
-    and are left without an outcome for the caller to re-read."""
-    if careful:  # under a savepoint; a failing group is halved until the culprit is alone
-        if db.statements > CAREFUL_BUDGET:
-            raise TooManyFailures
-        db.run(sql.SAVEPOINT)
+    if not changes:
+        return
+    if db.statements > CAREFUL_BUDGET:
+        raise TooManyFailures
+    text = statement(registry, changes, user, quiet)
     try:
-        done = _apply(db, statements, group, params)
+        rows = db.run(sql.script(sql.SAVEPOINT, text, sql.RELEASE_SAVEPOINT))
     except DbError as error:
         if not error.data_problem:
             raise
-        if not careful:
-            raise NeedCareful from error
-        db.run(sql.ROLLBACK_TO_SAVEPOINT)
-        db.run(sql.RELEASE_SAVEPOINT)
-        if len(group) == 1:
-            outcome[id(group[0])] = _constraint_reject(error.sqlstate)
+        db.run(sql.script(sql.ROLLBACK_TO_SAVEPOINT, sql.RELEASE_SAVEPOINT))
+        if len(changes) == 1:
+            change = changes[0]
+            pushed.failed[(change.table.name, change.key)] = _constraint_reject(error.sqlstate)
             return
-        middle = len(group) // 2
-        _run_group(db, statements, group[:middle], outcome, careful, params)
-        _run_group(db, statements, group[middle:], outcome, careful, params)
+        middle = len(changes) // 2
+        _careful(db, registry, changes[:middle], user, quiet, pushed)
+        _careful(db, registry, changes[middle:], user, quiet, pushed)
         return
-    if careful:
-        db.run(sql.RELEASE_SAVEPOINT)
-    for change in group:
-        if change.key in done:
-            outcome[id(change)] = APPLIED
+    pushed.read(rows)
+
+
+def settle(plan: Plan, pushed: Pushed) -> set[Slot]:
+    """Keys the pull must read besides those the push statement leaves it: refused
+    changes (before the database, or by careful mode)."""
+    slots = {(r.table.name, r.key) for r in plan.rejected if r.table and r.key}
+    return slots | set(pushed.failed)
+
+
+@dataclass
+class Outcome:
+    accepted: list[int | str]
+    rejected: list[dict[str, Any]]
+    converge: dict[Slot, Entry]  # rows that make the client converge; the page goes over them
+
+
+def outcomes(
+    registry: Registry, plan: Plan, pushed: Pushed, pulled: Pulled, owed: set[Slot], now: datetime
+) -> Outcome:
+    """Each change's outcome, and for every change that did not apply exactly as sent,
+    the caller's row for its key (or a delete where the caller has none; never another
+    user's row). A change applied as sent needs nothing: the client holds it."""
+    accepted: list[int | str] = []
+    rejected: list[dict[str, Any]] = []
+    converge: dict[Slot, Entry] = {}
+    settled = pulled.settled
+
+    def settle_to(table: Any, key: str, clock: str) -> None:
+        state = settled.get((table.name, key))
+        if state is None or state.kind == "own" or state.owed:
+            return  # the page carries it (this transaction wrote it), or it is owed
+        slot = (table.name, key)
+        converge[slot] = state.entry or delete_entry(table, key, clock)
+
+    for change in plan.winners:
+        slot = (change.table.name, change.key)
+        result: Reject | str
+        if slot in pushed.failed:
+            result = pushed.failed[slot]
+        elif slot in pushed.others:
+            result = Reject("forbidden", FORBIDDEN)
+        elif slot in pushed.orphans:
+            result = Reject(
+                "constraint_violation", NO_ROW_OF_YOURS.format(column=pushed.orphans[slot])
+            )
+        elif slot in pushed.not_applied:
+            state = settled.get(slot)
+            kind = state.kind if state else None
+            if kind == "other":
+                result = Reject("forbidden", FORBIDDEN)
+            elif kind in ("none", "tomb") and change.missing_required and not change.delete:
+                column = change.missing_required[0]
+                result = Reject("constraint_violation", f"a new row needs column {column}")
+            else:
+                result = STALE
+        else:
+            result = APPLIED
+        ids = [change.raw, *change.followers]
+        if isinstance(result, Reject):
+            rejected += [_rejection(raw, result) for raw in ids]
+        else:
+            accepted += [raw.id for raw in ids]
+        if result != APPLIED:
+            settle_to(change.table, change.key, change.row["updated_at"])
+    for refused in plan.rejected:
+        rejected.append(_rejection(refused.raw, refused.reject))
+        if refused.table and refused.key:
+            settle_to(refused.table, refused.key, refused.clock)
+    stamp = format_timestamp(now)
+    for name, key in sorted(owed):  # rows an earlier answer owed: now, as they stand
+        table = registry.get(name)
+        if table is not None and (name, key) not in converge:
+            settle_to(table, key, stamp)
+    return Outcome(accepted, rejected, converge)
+
+
+def _rejection(raw: RawChange, reject: Reject) -> dict[str, Any]:
+    return {"id": raw.id, "code": reject.code, "message": reject.message}
 
 
 # Postgres' own messages name constraints and tables, and may quote other users' values:

@@ -1,12 +1,19 @@
 """Every SQL statement the server sends, built only from registry identifiers.
 
-Values always travel as parameters: rows as one JSON document per statement, unpacked by
-`jsonb_to_recordset`, so a statement's size and count do not grow with the batch.
+A sync is one simple-query message (BEGIN, its bounds, the push, the pull, COMMIT: one
+round trip, see docs/design.md "One message"). The simple-query protocol has no
+parameters, so the request's values travel inside the SQL text, and only through
+`document`: a JSON document, pure ASCII, with no dollar sign in it, inside a dollar-quoted
+string. Rows are one such document per table and kind, unpacked by `jsonb_to_recordset`,
+so a statement's size grows with the batch but its count does not.
 """
 
 from __future__ import annotations
 
-from functools import cache
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from sync.schema import Column, Table
 from sync.settings import Settings
@@ -63,72 +70,99 @@ def row_json(table: Table, alias: str) -> str:
     return " || ".join(parts)
 
 
-def key_list(keys: list[str]) -> str:
-    """Keys as one Postgres array literal: pg8000 sends a Python list element by element,
-    which costs more than the statement itself for thousands of keys."""
-    quoted = ('"' + k.replace("\\", "\\\\").replace('"', '\\"') + '"' for k in keys)
-    return "{" + ",".join(quoted) + "}"
-
-
-def _key_array(table: Table, param: str) -> str:
-    return f"CAST(:{param} AS {table.key_column.type}[])"
-
-
-def _recordset(columns: tuple[Column, ...]) -> str:
-    return ", ".join(f"{q(c.name)} {c.type}" for c in columns)
-
-
-@cache
-def vet(
-    keyed: tuple[Table, ...],
-    deleting: tuple[Table, ...],
-    refs: tuple[tuple[Table, str, Table], ...],
-) -> str:
-    """Before any statement that can fail, in one: the batch's keys that are another
-    user's (answered `forbidden`, never written: an upsert onto them would lock the other
-    user's row), the parents the batch's rows refer to that are the caller's (locked FOR
-    KEY SHARE, so they stay until commit; any other reference is refused set-wise), and a
-    lock on the caller's rows the batch deletes, in key order (a delete is two statements).
-    Only the caller's rows are locked. Parameters :user; :k<i> every key of keyed[i];
-    :d<i> the delete keys of deleting[i]; :f<i> the parent keys of refs[i]."""
-    user = "CAST(:user AS uuid)"
-    ctes, selects = [], []
-    for i, t in enumerate(keyed):
-        pk, owner = q(t.primary_key), q(t.owner)
-        ctes.append(
-            f"o{i} AS (SELECT {pk}::text AS k FROM {q(t.name)} "
-            f"WHERE {pk} = ANY({_key_array(t, f'k{i}')}) AND {owner} <> {user})"
-        )
-        selects.append(f"SELECT 'other', {literal(t.name)}, k FROM o{i}")
-    for i, t in enumerate(deleting):
-        pk, owner = q(t.primary_key), q(t.owner)
-        ctes.append(
-            f"l{i} AS (SELECT 1 FROM {q(t.name)} WHERE {pk} = ANY({_key_array(t, f'd{i}')}) "
-            f"AND {owner} = {user} ORDER BY {pk} FOR UPDATE)"
-        )
-        selects.append(f"SELECT 'locked', {literal(t.name)}, count(*)::text FROM l{i}")
-    for i, (_child, _column, parent) in enumerate(refs):
-        pk, owner = q(parent.primary_key), q(parent.owner)
-        ctes.append(
-            f"r{i} AS (SELECT {pk}::text AS k FROM {q(parent.name)} "
-            f"WHERE {pk} = ANY({_key_array(parent, f'f{i}')}) AND {owner} = {user} "
-            "FOR KEY SHARE)"
-        )
-        selects.append(f"SELECT 'ours', {literal(parent.name)}, k FROM r{i}")
-    return f"WITH {', '.join(ctes)} {' UNION ALL '.join(selects)}"
-
-
 OMITTED = "sync omitted"  # not a registry identifier (it has a space), so never a column
 
 
-@cache
-def upsert(table: Table, partial: bool = False) -> str:
-    """Insert-or-update with last-write-wins and ownership in the statement itself.
-    A newer tombstone of the owner also wins over an older insert. Parameter :rows.
+def _recordset(columns: Iterable[Column]) -> str:
+    return ", ".join(f"{q(c.name)} {c.type}" for c in columns)
+
+
+def sort_key(table: Table, alias: str) -> str:
+    """A row's key as text in byte order: the pull pages by (xid, table, key) in the "C"
+    collation, so Python can compare positions the way Postgres does, and the pull index
+    (see sync_enable) delivers rows in that order."""
+    return f'{alias}.{q(table.primary_key)}::text COLLATE "C"'
+
+
+def document(value: Any) -> str:
+    """`value` as a jsonb literal in SQL text, safe whatever the server's settings.
+
+    The JSON is pure ASCII (`ensure_ascii`), so no client encoding can read its bytes as
+    anything else, and every `$` in it (it can only occur inside a JSON string) is written
+    as the escape \\u0024, which jsonb reads back as `$`. With no `$` in the text, the
+    dollar-quoted string `$j$…$j$` ends only where we end it: no quote, backslash or tag a
+    client sends can close it early. Dollar quoting also ignores
+    standard_conforming_strings and backslash_quote."""
+    text = json.dumps(value, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+    return "CAST($j$" + text.replace("$", "\\u0024") + "$j$ AS jsonb)"
+
+
+def text_value(value: str) -> str:
+    """A text value (see `document`)."""
+    return f"({document(value)} #>> '{{}}')"
+
+
+def script(*statements: str) -> str:
+    """Statements as one simple-query message: Postgres runs them in order and stops at
+    the first that fails (the transaction is then aborted until ROLLBACK)."""
+    return ";\n".join(s for s in statements if s)
+
+
+# Set in the push, read in the pull: transaction-local settings (set_config(…, true)),
+# so they end with the transaction and never reach another client of a pooled
+# connection. Names are ours plus registry identifiers only.
+def echo_setting(table: str | None) -> str:
+    """ctids of the rows (table) or tombstones (None) this transaction wrote exactly as
+    the client sent them: the pull leaves them out (no echo)."""
+    return literal("sync.echo_" + (table or "tombstones"))
+
+
+def settle_setting(table: str) -> str:
+    """Keys of a table's changes that did not apply: the pull reads what the server
+    holds for them, so the client converges."""
+    return literal("sync.settle_" + table)
+
+
+def _append_text(setting: str, addition: str) -> str:
+    """set_config that adds to what an earlier push statement of the transaction (careful
+    mode runs several) left; a savepoint rolled back takes its addition with it."""
+    return (
+        f"set_config({setting}, concat_ws(' ', nullif(current_setting({setting}, true), ''), "
+        f"{addition}), true)"
+    )
+
+
+def _append_json(setting: str, addition: str) -> str:
+    return (
+        f"set_config({setting}, (coalesce(nullif(current_setting({setting}, true), ''), "
+        f"'[]')::jsonb || coalesce({addition}, '[]'::jsonb))::text, true)"
+    )
+
+
+@dataclass
+class Group:
+    """One table's part of a push: rows as dicts of registry columns (partial ones also
+    carry OMITTED), deletes as {key, updated_at}, and the keys whose result must not count
+    as the client's own (it holds something else locally)."""
+
+    table: Table
+    full: list[dict[str, Any]]
+    partial: list[dict[str, Any]]
+    deletes: list[dict[str, Any]]
+    no_echo: list[str]
+
+
+TID = "sync tid"  # the ctid a RETURNING reports (not a registry identifier: it has a space)
+
+
+def _upsert(table: Table, source: str, partial: bool, refs_ok: str, usr: str) -> str:
+    """Insert-or-update of the rows of CTE `source` with last-write-wins and ownership in
+    the statement: another user's key (o_<table>) and an orphan (`refs_ok` false) are left
+    out; an owner's newer tombstone wins over an older insert.
 
     `partial`: the rows carry the names of the columns they omit; an update keeps the
-    caller's stored values there (an insert takes the row's defaults). Full rows, the
-    common case, skip the join this needs."""
+    caller's stored values there (an insert takes the row's defaults, and a new row that
+    omits a required column is left to the caller to refuse)."""
     name, pk, owner = q(table.name), q(table.primary_key), q(table.owner)
     cols = ", ".join(q(c.name) for c in table.columns)
     updates = ", ".join(
@@ -136,12 +170,12 @@ def upsert(table: Table, partial: bool = False) -> str:
         for c in table.columns
         if c.name not in (table.primary_key, table.owner)
     )
-    recordset = _recordset(table.columns)
-    # An owner's newer tombstone wins over an older insert.
     conditions = [
+        f"r.{pk} NOT IN (SELECT k FROM o_{table.name})",
+        refs_ok,
         "NOT EXISTS (SELECT 1 FROM sync_tombstones t "
         f"WHERE t.table_name = {literal(table.name)} AND t.pk = r.{pk}::text "
-        f"AND t.user_id = r.{owner} AND t.updated_at >= r.updated_at)"
+        f"AND t.user_id = r.{owner} AND t.updated_at >= r.updated_at)",
     ]
     if partial:
         data = {c.name for c in table.data_columns}
@@ -152,9 +186,8 @@ def upsert(table: Table, partial: bool = False) -> str:
             else f"r.{q(c.name)}"
             for c in table.columns
         )
-        recordset += f", {q(OMITTED)} text[]"
         stored = f"LEFT JOIN {name} o ON o.{pk} = r.{pk} AND o.{owner} = r.{owner} "
-        if table.required:  # a new row cannot go without these: left to the settling
+        if table.required:
             needed = ", ".join(literal(c) for c in table.required)
             conditions.append(
                 f"(o.{pk} IS NOT NULL OR NOT r.{q(OMITTED)} && ARRAY[{needed}]::text[])"
@@ -162,141 +195,340 @@ def upsert(table: Table, partial: bool = False) -> str:
     else:
         picked = ", ".join(f"r.{q(c.name)}" for c in table.columns)
         stored = ""
+    returning = ", ".join(f"s.{q(c.name)}" for c in table.columns)
     return (
-        f"INSERT INTO {name} AS s ({cols}) "
-        f"SELECT {picked} FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r({recordset}) "
-        f"{stored}WHERE {' AND '.join(conditions)} "
-        f"ORDER BY r.{pk} "
+        f"INSERT INTO {name} AS s ({cols}) SELECT {picked} FROM {source} r {stored}"
+        f"WHERE {' AND '.join(conditions)} ORDER BY r.{pk} "
         f"ON CONFLICT ({pk}) DO UPDATE SET {updates} "
         f"WHERE s.{owner} = excluded.{owner} AND s.updated_at < excluded.updated_at "
-        f"RETURNING s.{pk}::text"
+        f"RETURNING s.ctid AS {q(TID)}, {returning}"
     )
 
 
-@cache
-def bury(table: Table) -> str:
-    """Step one of a pushed delete: tombstones carrying the client's delete time, for keys
-    where the caller's row is older or there is no row (so an older insert arriving later
-    cannot revive it). Returns the keys whose delete applies. Parameters :rows, :user."""
-    name, pk, owner = q(table.name), q(table.primary_key), q(table.owner)
-    return (
-        "INSERT INTO sync_tombstones AS t (table_name, pk, user_id, updated_at, sync_xid) "
-        f"SELECT {literal(table.name)}, r.{pk}::text, CAST(:user AS uuid), r.updated_at, "
-        "pg_current_xact_id() "
-        f"FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r({pk} {table.key_column.type}, "
-        "updated_at timestamptz) "
-        f"WHERE NOT EXISTS (SELECT 1 FROM {name} s WHERE s.{pk} = r.{pk} "
-        f"AND (s.{owner} <> CAST(:user AS uuid) OR s.updated_at >= r.updated_at)) "
-        f"ORDER BY r.{pk} "
-        "ON CONFLICT (table_name, pk, user_id) DO UPDATE "
-        "SET updated_at = excluded.updated_at, sync_xid = excluded.sync_xid "
-        "WHERE t.updated_at < excluded.updated_at "
-        "RETURNING t.pk"
-    )
+def user_id(user: str) -> str:
+    return f"CAST({text_value(user)} AS uuid)"
 
 
-@cache
-def delete(table: Table) -> str:
-    """Step two: delete the caller's rows older than their delete. The row trigger keeps
-    the tombstone step one wrote. Parameters :rows (key + updated_at), :user."""
-    name, pk, owner = q(table.name), q(table.primary_key), q(table.owner)
-    return (
-        f"DELETE FROM {name} s USING jsonb_to_recordset(CAST(:rows AS jsonb)) "
-        f"AS r({pk} {table.key_column.type}, updated_at timestamptz) "
-        f"WHERE s.{pk} = r.{pk} AND s.{owner} = CAST(:user AS uuid) "
-        "AND s.updated_at < r.updated_at"
-    )
+def push(groups: Sequence[Group], tables: dict[str, Table], user: str) -> str:
+    """The whole push in one statement; `groups` parents-first.
 
-
-@cache
-def current_rows(tables: tuple[Table, ...]) -> str:
-    """The stored state of given keys: owner always, content only of the caller's rows,
-    plus the caller's tombstones. Content is sent only while the running total of its
-    size stays within :budget bytes (the first row with content always): a key past it
-    comes back with its size and no row, and is owed to a later answer.
-    Parameters :user, :budget, :k0 …"""
-    selects, tomb_filters = [], []
-    for i, t in enumerate(tables):
-        pk, owner = q(t.primary_key), q(t.owner)
-        selects.append(
-            f"SELECT {literal(t.name)}::text AS tbl, 'row' AS kind, s.{pk}::text AS pk, "
-            f"s.{owner}::text AS own, CASE WHEN s.{owner} = CAST(:user AS uuid) "
-            f"THEN {row_json(t, 's')} END AS content, NULL::text AS at "
-            f"FROM {q(t.name)} s WHERE s.{pk} = ANY({_key_array(t, f'k{i}')})"
+    Its CTEs, in the order the final UNION ALL runs them (a data-modifying CTE runs when
+    first read; each branch is read to its end before the next):
+    - o<i>: keys of the batch that are another user's row: answered `forbidden`, never
+      written, so no lock lands on another user's row;
+    - l<i>: the caller's rows the batch deletes, locked FOR UPDATE in key order (the
+      tombstone and the delete below decide on these locked versions);
+    - r<i>_<col>: referenced parents that are the caller's, locked FOR KEY SHARE, so they
+      stay until commit;
+    - u<i> / q<i>: upserts of full rows / of rows that omit columns, with last-write-wins
+      and ownership in the statement, parents first; a child row whose parent is neither
+      the caller's stored row nor one this statement applied is left out (refused by the
+      caller as a set, with one message);
+    - b<i> / x<i>: a pushed delete's tombstone (with the client's delete time), then the
+      delete, children first.
+    It returns ('o', table, key) for another user's keys, ('r', table, key, column) for
+    orphans, and ('n', table, key) for every key that did not apply; the rest applied.
+    Rows are sorted by key in every statement, so concurrent pushes lock in one order.
+    It sets echo_setting / settle_setting for the pull statement that follows."""
+    usr = user_id(user)
+    ctes: list[str] = []
+    reads: list[str] = []  # the final UNION ALL, in execution order
+    finals: list[str] = []  # set_config calls, after everything else
+    upserted: dict[str, list[str]] = {}  # table -> CTEs whose RETURNING has its applied keys
+    for g in groups:
+        t, i = g.table, g.table.name
+        pk, owner, name = q(t.primary_key), q(t.owner), q(t.name)
+        key_type = t.key_column.type
+        sources = []
+        if g.full:
+            ctes.append(
+                f"f_{i} AS MATERIALIZED (SELECT * FROM jsonb_to_recordset("
+                f"{document(g.full)}) AS r({_recordset(t.columns)}))"
+            )
+            sources.append(f"SELECT {pk} AS k FROM f_{i}")
+        if g.partial:
+            ctes.append(
+                f"p_{i} AS MATERIALIZED (SELECT * FROM jsonb_to_recordset({document(g.partial)}) "
+                f"AS r({_recordset(t.columns)}, {q(OMITTED)} text[]))"
+            )
+            sources.append(f"SELECT {pk} AS k FROM p_{i}")
+        if g.deletes:
+            ctes.append(
+                f"d_{i} AS MATERIALIZED (SELECT * FROM jsonb_to_recordset({document(g.deletes)}) "
+                f"AS r({pk} {key_type}, updated_at timestamptz))"
+            )
+            sources.append(f"SELECT {pk} AS k FROM d_{i}")
+        ctes.append(f"k_{i} AS MATERIALIZED ({' UNION ALL '.join(sources)})")
+        ctes.append(
+            f"o_{i} AS MATERIALIZED (SELECT s.{pk} AS k FROM {name} s "
+            f"WHERE s.{pk} IN (SELECT k FROM k_{i}) AND s.{owner} <> {usr})"
         )
-        tomb_filters.append(f"(table_name = {literal(t.name)} AND pk = ANY(CAST(:k{i} AS text[])))")
-    selects.append(
-        "SELECT table_name, 'tomb', pk, NULL, NULL, "
-        f"to_char(updated_at AT TIME ZONE 'UTC', {ISO_UTC}) FROM sync_tombstones "
-        f"WHERE user_id = CAST(:user AS uuid) AND ({' OR '.join(tomb_filters)})"
-    )
-    size = "coalesce(octet_length(u.content::text), 0)"
-    return (
-        "SELECT s.tbl, s.kind, s.pk, s.own, s.at, "
-        "CASE WHEN s.running <= CAST(:budget AS bigint) OR s.running = s.size "
-        "THEN s.content END, s.running "
-        f"FROM (SELECT u.*, {size} AS size, "
-        f'sum({size}) OVER (ORDER BY u.tbl COLLATE "C", u.kind, u.pk COLLATE "C") AS running '
-        f"FROM ({' UNION ALL '.join(selects)}) u) s"
-    )
+        reads.append(f"SELECT 'o', {literal(i)}, k::text, NULL FROM o_{i}")
+        if g.deletes:
+            ctes.append(
+                f"l_{i} AS MATERIALIZED (SELECT s.{pk} AS k, s.updated_at FROM {name} s "
+                f"WHERE s.{pk} IN (SELECT {pk} FROM d_{i}) AND s.{owner} = {usr} "
+                f"ORDER BY s.{pk} FOR UPDATE)"
+            )
+            reads.append(f"SELECT 'l', {literal(i)}, count(*)::text, NULL FROM l_{i}")
+    for g in groups:  # parents first
+        t, i = g.table, g.table.name
+        pk, owner, name = q(t.primary_key), q(t.owner), q(t.name)
+        checks: list[tuple[str, str]] = []  # (column, SQL true when the reference is fine)
+        for column, parent in sorted(t.references.items()):
+            if not (g.full or g.partial):
+                break
+            col, cte = q(column), f"r_{i}_{column}"
+            referenced = " UNION ALL ".join(
+                f"SELECT {col} AS k FROM {src}_{i}"
+                for src, rows in (("f", g.full), ("p", g.partial))
+                if rows
+            )
+            ptable = tables[parent]
+            ppk, powner = q(ptable.primary_key), q(ptable.owner)
+            ctes.append(
+                f"{cte} AS MATERIALIZED (SELECT s.{ppk} AS k FROM {q(parent)} s "
+                f"WHERE s.{ppk} IN ({referenced}) AND s.{powner} = {usr} FOR KEY SHARE OF s)"
+            )
+            reads.append(f"SELECT 'k', {literal(i)}, count(*)::text, NULL FROM {cte}")
+            ok = [f"r.{col} IS NULL", f"r.{col} IN (SELECT k FROM {cte})"]
+            ok += [f"r.{col} IN (SELECT {ppk} FROM {u})" for u in upserted.get(parent, [])]
+            checks.append((column, "(" + " OR ".join(ok) + ")"))
+        refs_ok = " AND ".join(c for _, c in checks) or "true"
+        applied = []
+        for kind, rows, partial in (("u", g.full, False), ("q", g.partial, True)):
+            if not rows:
+                continue
+            cte = f"{kind}_{i}"
+            source = f"{'p' if partial else 'f'}_{i}"
+            ctes.append(f"{cte} AS ({_upsert(t, source, partial, refs_ok, usr)})")
+            reads.append(f"SELECT 'a', {literal(i)}, count(*)::text, NULL FROM {cte}")
+            applied.append(cte)
+            if checks:
+                first_bad = " ".join(f"WHEN NOT {c} THEN {literal(col)}" for col, c in checks)
+                reads.append(
+                    f"SELECT 'r', {literal(i)}, r.{pk}::text, CASE {first_bad} END "
+                    f"FROM {source} r WHERE NOT ({refs_ok}) AND r.{pk} NOT IN (SELECT k FROM o_{i})"
+                )
+        upserted[i] = applied
+        if g.full:
+            same = " AND ".join(
+                f"u.{q(c.name)} IS NOT DISTINCT FROM r.{q(c.name)}" for c in t.columns
+            )
+            no_echo = ""
+            if g.no_echo:
+                keys = f"SELECT jsonb_array_elements_text({document(g.no_echo)})"
+                no_echo = f" AND u.{pk}::text NOT IN ({keys})"
+            finals.append(
+                _append_text(
+                    echo_setting(i),
+                    f"(SELECT string_agg(u.{q(TID)}::text, ' ') FROM u_{i} u "
+                    f"JOIN f_{i} r ON r.{pk} = u.{pk} WHERE {same}{no_echo})",
+                )
+            )
+    tomb_echo = []
+    for g in reversed(groups):  # children first, so parents are free to go
+        if not g.deletes:
+            continue
+        t, i = g.table, g.table.name
+        pk, owner, name = q(t.primary_key), q(t.owner), q(t.name)
+        ctes.append(
+            f"b_{i} AS (INSERT INTO sync_tombstones AS t (table_name, pk, user_id, updated_at, "
+            f"sync_xid) SELECT {literal(i)}, r.{pk}::text, {usr}, r.updated_at, "
+            f"pg_current_xact_id() FROM d_{i} r WHERE r.{pk} NOT IN (SELECT k FROM o_{i}) "
+            f"AND NOT EXISTS (SELECT 1 FROM l_{i} s WHERE s.k = r.{pk} "
+            f"AND s.updated_at >= r.updated_at) ORDER BY r.{pk} "
+            "ON CONFLICT (table_name, pk, user_id) DO UPDATE "
+            "SET updated_at = excluded.updated_at, sync_xid = excluded.sync_xid "
+            f"WHERE t.updated_at < excluded.updated_at RETURNING t.pk, t.ctid AS {q(TID)})"
+        )
+        ctes.append(
+            f"x_{i} AS (DELETE FROM {name} s USING d_{i} r WHERE s.{pk} = r.{pk} "
+            f"AND s.{owner} = {usr} AND s.updated_at < r.updated_at RETURNING 1)"
+        )
+        reads.append(f"SELECT 'd', {literal(i)}, count(*)::text, NULL FROM b_{i}")
+        reads.append(f"SELECT 'x', {literal(i)}, count(*)::text, NULL FROM x_{i}")
+        no_echo = (
+            f" AND b.pk NOT IN (SELECT jsonb_array_elements_text({document(g.no_echo)}))"
+            if g.no_echo
+            else ""
+        )
+        tomb_echo.append(f"SELECT b.{q(TID)} FROM b_{i} b WHERE true{no_echo}")
+    if tomb_echo:
+        finals.append(
+            _append_text(
+                echo_setting(None),
+                f"(SELECT string_agg(e.{q(TID)}::text, ' ') "
+                f"FROM ({' UNION ALL '.join(tomb_echo)}) e)",
+            )
+        )
+    for g in groups:
+        t, i = g.table, g.table.name
+        pk = q(t.primary_key)
+        done = [f"SELECT {pk}::text FROM {u}" for u in upserted.get(i, [])]
+        if g.deletes:
+            done.append(f"SELECT pk FROM b_{i}")
+        ctes.append(
+            f"n_{i} AS MATERIALIZED (SELECT k::text AS k FROM k_{i} "
+            f"WHERE k::text NOT IN ({' UNION ALL '.join(done)}))"
+            if done
+            else f"n_{i} AS MATERIALIZED (SELECT k::text AS k FROM k_{i})"
+        )
+        reads.append(f"SELECT 'n', {literal(i)}, k, NULL FROM n_{i}")
+        finals.append(_append_json(settle_setting(i), f"(SELECT jsonb_agg(k) FROM n_{i})"))
+    # set_config answers the value it set: only its length comes back.
+    reads += [f"SELECT 'g', NULL, length({call})::text, NULL" for call in finals]
+    return f"WITH {', '.join(ctes)} {' UNION ALL '.join(reads)}"
 
 
-def sort_key(table: Table, alias: str) -> str:
-    """A row's key as text in byte order: the pull pages by (xid, table, key) in the "C"
-    collation, so Python can compare positions the way Postgres does, and the pull index
-    (see sync_enable) delivers rows in that order."""
-    return f'{alias}.{q(table.primary_key)}::text COLLATE "C"'
+@dataclass
+class PullInput:
+    """What a pull statement reads: the cursor's parts, the keys to settle, and the byte
+    and row bounds of the answer."""
+
+    user: str
+    seen: str  # the cursor's snapshot
+    upto: str | None  # the snapshot pages are read against, while paging
+    bounds: dict[str, tuple[str, str | None]]  # per table: (xid, key) the page starts after
+    after: tuple[str, str, str]  # the page position itself (for the tombstones)
+    initial: bool
+    settle: dict[str, list[str]]  # keys per table to read the current state of
+    pushed: tuple[str, ...]  # tables a push statement of this transaction wrote
+    limit: int
+    budget: int
 
 
-@cache
-def pull(tables: tuple[Table, ...], first_page: bool) -> str:
-    """One page of the caller's changes since snapshot :seen, read against snapshot :upto
-    (or the statement's own snapshot on a first page, returned for the cursor), ordered by
-    (transaction, table, key), cut at :limit rows and at :budget bytes of row content
-    (the first row always when :first_row, so a row larger than the budget still goes).
-    Each table's branch starts after its own bound (:x0, :p0 …) — the page position seen
-    from that table — so it reads its index in order and stops after :limit rows; JSON is
-    built only for those. Parameters :user, :seen, :from_xid, :limit, :budget, :first_row,
-    :initial, :upto, :x<i>/:p<i> per table, and :axid, :atable, :akey (the position
-    itself) for the tombstones."""
-    snapshot = "pg_current_snapshot()" if first_page else "CAST(:upto AS pg_snapshot)"
+def pull(tables: tuple[Table, ...], given: PullInput) -> str:
+    """The answer's rows in one statement, read after the push:
+
+    - part 0, the settle rows: for every key the push did not apply (from settle_setting)
+      and every key the caller names (refused changes, rows an earlier answer owed), what
+      the server holds: the caller's row ('row'), another user's row ('other', never its
+      content), the caller's tombstone ('tomb'), nothing ('none'), or a version this
+      transaction wrote ('own': the page below carries it, or the client sent it);
+    - part 1, one page of the caller's changes since snapshot `seen`, read against the
+      snapshot `upto` (on a first page, the statement's own, with this transaction counted
+      as seen: `sync_snapshot_with`), ordered by (transaction, table, key), at most
+      `limit` rows. Rows and tombstones this transaction wrote exactly as the client sent
+      them (echo_setting) are left out: the client holds them.
+
+    Row content is sent while the running total of its size stays within `budget` bytes
+    (the first row with content always). Each table's branch starts after its own bound
+    (the page position seen from that table), so it reads its index in order and stops
+    after `limit` rows; JSON is built only for those. The first row always carries the
+    snapshot (for the cursor), even when nothing changed."""
+    usr = user_id(given.user)
+    own = "pg_current_xact_id_if_assigned()"
+    if given.upto is None:
+        snapshot = f"sync_snapshot_with(pg_current_snapshot(), {own})"
+    else:
+        snapshot = f"CAST({text_value(given.upto)} AS pg_snapshot)"
+    seen = f"CAST({text_value(given.seen)} AS pg_snapshot)"
+    ctes = [f"cur AS (SELECT {snapshot} AS snap, {own} AS own)"]
     window = (
-        "x.sync_xid >= CAST(:from_xid AS xid8) "
-        "AND NOT pg_visible_in_snapshot(x.sync_xid, CAST(:seen AS pg_snapshot)) "
+        f"x.sync_xid >= CAST({text_value(given.seen.split(':', 1)[0])} AS xid8) "
+        f"AND NOT pg_visible_in_snapshot(x.sync_xid, {seen}) "
         "AND pg_visible_in_snapshot(x.sync_xid, cur.snap) "
     )
-    branches = []
-    for i, t in enumerate(tables):
-        key = sort_key(t, "x")
+    settles, branches = [], []
+    for t in tables:
+        i, pk, owner, name = t.name, q(t.primary_key), q(t.owner), q(t.name)
+        keys = (
+            [f"SELECT jsonb_array_elements_text({document(given.settle[i])}) AS k"]
+            if (given.settle.get(i))
+            else []
+        )
+        if i in given.pushed:
+            setting = settle_setting(i)
+            keys.append(
+                "SELECT jsonb_array_elements_text(coalesce(nullif(current_setting("
+                f"{setting}, true), ''), '[]')::jsonb) AS k"
+            )
+            ctes.append(
+                f"e_{i} AS MATERIALIZED (SELECT CAST(unnest(string_to_array(nullif("
+                f"current_setting({echo_setting(i)}, true), ''), ' ')) AS tid) AS e)"
+            )
+        if keys:
+            ctes.append(f"sk_{i} AS (SELECT DISTINCT k FROM ({' UNION ALL '.join(keys)}) a)")
+            settles.append(
+                f"SELECT 0 AS part, {literal(i)}::text AS tbl, CASE "
+                f"WHEN s.{pk} IS NULL THEN CASE WHEN tb.pk IS NULL THEN 'none' "
+                "WHEN tb.sync_xid = c.own THEN 'own' ELSE 'tomb' END "
+                f"WHEN s.{owner} <> {usr} THEN 'other' "
+                "WHEN s.sync_xid = c.own THEN 'own' ELSE 'row' END AS kind, "
+                "k.k AS pk, NULL::xid8 AS xid, "
+                f"CASE WHEN s.{owner} = {usr} AND s.sync_xid IS DISTINCT FROM c.own "
+                f"THEN {row_json(t, 's')} END AS row, "
+                f"CASE WHEN s.{pk} IS NULL THEN to_char(tb.updated_at AT TIME ZONE 'UTC', "
+                f"{ISO_UTC}) END AS at "
+                f"FROM sk_{i} k CROSS JOIN cur c "
+                f"LEFT JOIN {name} s ON s.{pk} = CAST(k.k AS {t.key_column.type}) "
+                f"LEFT JOIN sync_tombstones tb ON tb.table_name = {literal(i)} "
+                f"AND tb.pk = k.k AND tb.user_id = {usr}"
+            )
+        xid, key = given.bounds[i]
+        bound_key = "NULL::text" if key is None else text_value(key)
+        no_echo = (
+            f"AND (x.sync_xid IS DISTINCT FROM cur.own OR x.ctid NOT IN (SELECT e FROM e_{i})) "
+            if i in given.pushed
+            else ""
+        )
         branches.append(
-            f"(SELECT {literal(t.name)}::text AS tbl, 'row' AS kind, x.{q(t.primary_key)}::text "
-            f"AS pk, x.sync_xid AS xid, {row_json(t, 'x')} AS row, NULL::text AS at "
-            f"FROM {q(t.name)} x, cur WHERE x.{q(t.owner)} = CAST(:user AS uuid) AND {window}"
-            f"AND (x.sync_xid, {key}) > (CAST(:x{i} AS xid8), CAST(:p{i} AS text)) "
-            f"ORDER BY x.sync_xid, {key} LIMIT :limit)"
+            f"(SELECT {literal(i)}::text AS tbl, 'row' AS kind, x.{pk}::text AS pk, "
+            f"x.sync_xid AS xid, {row_json(t, 'x')} AS row, NULL::text AS at "
+            f"FROM {name} x, cur WHERE x.{owner} = {usr} AND {window}{no_echo}"
+            f"AND (x.sync_xid, {sort_key(t, 'x')}) > "
+            f"(CAST({text_value(xid)} AS xid8), {bound_key}) "
+            f"ORDER BY x.sync_xid, {sort_key(t, 'x')} LIMIT {int(given.limit)})"
         )
     names = ", ".join(literal(t.name) for t in tables)
+    tomb_echo = ""
+    if given.pushed:
+        ctes.append(
+            "e_tombstones AS MATERIALIZED (SELECT CAST(unnest(string_to_array(nullif("
+            f"current_setting({echo_setting(None)}, true), ''), ' ')) AS tid) AS e)"
+        )
+        tomb_echo = (
+            "AND (x.sync_xid IS DISTINCT FROM cur.own "
+            "OR x.ctid NOT IN (SELECT e FROM e_tombstones)) "
+        )
+    axid, atable, akey = given.after
     branches.append(
         "(SELECT x.table_name, 'tomb', x.pk, x.sync_xid, NULL::jsonb, "
         f"to_char(x.updated_at AT TIME ZONE 'UTC', {ISO_UTC}) "
-        "FROM sync_tombstones x, cur WHERE x.user_id = CAST(:user AS uuid) "
-        f"AND NOT CAST(:initial AS boolean) AND x.table_name IN ({names}) AND {window}"
+        f"FROM sync_tombstones x, cur WHERE x.user_id = {usr} "
+        f"AND {'false' if given.initial else 'true'} AND x.table_name IN ({names}) "
+        f"AND {window}{tomb_echo}"
         'AND (x.sync_xid, x.table_name COLLATE "C", x.pk COLLATE "C") > '
-        "(CAST(:axid AS xid8), CAST(:atable AS text), CAST(:akey AS text)) "
-        'ORDER BY x.sync_xid, x.table_name COLLATE "C", x.pk COLLATE "C" LIMIT :limit)'
+        f"(CAST({text_value(axid)} AS xid8), {text_value(atable)}, {text_value(akey)}) "
+        'ORDER BY x.sync_xid, x.table_name COLLATE "C", x.pk COLLATE "C" '
+        f"LIMIT {int(given.limit)})"
     )
     order = 'xid, tbl COLLATE "C", pk COLLATE "C"'
-    size = "coalesce(octet_length(p.row::text), 0)"
-    return (
-        f"WITH cur AS (SELECT {snapshot} AS snap), "
+    ctes.append(
         f"page AS (SELECT * FROM ({' UNION ALL '.join(branches)}) b ORDER BY {order} "
-        "LIMIT :limit), "
-        f"sized AS (SELECT p.*, {size} AS size, sum({size}) OVER (ORDER BY {order}) AS running "
-        "FROM page p) "
-        "SELECT cur.snap::text, s.tbl, s.kind, s.pk, s.xid::text, "
-        "CASE WHEN s.running <= CAST(:budget AS bigint) "
-        "OR (CAST(:first_row AS boolean) AND s.running = s.size) THEN s.row END, "
-        "s.at, s.size, s.running "
-        "FROM cur LEFT JOIN sized s ON true "
-        'ORDER BY s.xid, s.tbl COLLATE "C", s.pk COLLATE "C"'
+        f"LIMIT {int(given.limit)})"
     )
+    parts = [*settles, "SELECT 1 AS part, tbl, kind, pk, xid, row, at FROM page"]
+    ctes.append(f"answer AS ({' UNION ALL '.join(parts)})")
+    size = "coalesce(octet_length(a.row::text), 0)"
+    ctes.append(
+        f"sized AS (SELECT a.*, {size} AS size, "
+        f"sum({size}) OVER (ORDER BY a.part, a.{order.replace(', ', ', a.')}) AS running "
+        "FROM answer a)"
+    )
+    return (
+        f"WITH {', '.join(ctes)} "
+        "SELECT 'p', cur.snap::text, s.part, s.tbl, s.kind, s.pk, s.xid::text, "
+        f"CASE WHEN s.running <= {int(given.budget)} OR s.running = s.size THEN s.row END, "
+        "s.at, s.size, s.running FROM cur LEFT JOIN sized s ON true "
+        'ORDER BY s.part, s.xid, s.tbl COLLATE "C", s.pk COLLATE "C"'
+    )
+
+
+SCHEMA_MOVED = "SY409"  # raised by sync_expect_schema (migrations/0004)
+
+
+def expect_schema(stamp: str) -> str:
+    """Stops the message (SQLSTATE SY409) when the registry's stamp is no longer `stamp`."""
+    return f"SELECT 'v', sync_expect_schema({text_value(stamp)})::text"

@@ -24,25 +24,19 @@ PUSHED = "7b9e6a40-8f0e-4c55-9d43-2f7c61c0a001"
 
 
 class StandInConnection:
-    """Answers statements by how they begin, like the few a health check or an empty
-    sync sends; anything else raises, as a broken database would, so an unexpected
-    statement shows up as a failed request and in `sent`."""
+    """Answers statements by how they begin, like the few a health check or a sync sends;
+    anything else raises, as a broken database would, so an unexpected statement shows up
+    as a failed request and in `sent`. A sync's one message (push, pull, COMMIT) is
+    answered as Postgres would: the push statement's rows (the push of PUSHED applies:
+    no key comes back as not applied), then the pull's row carrying the snapshot."""
 
     REPLIES = (
         ("SELECT clock_timestamp()", [["2026-11-24T10:00:00Z"]]),
         # BEGIN with its SET LOCAL bounds and the registry's stamp.
         ("BEGIN", [["1"]]),
-        # The registry, as the catalog queries of sync.catalog answer for the example app.
-        ("\nSELECT t.table_name", None),
-        ("\nSELECT child.relname", None),
-        # The push's vet: no other user's key, no parent to check.
-        ("WITH o0 AS", []),
-        # The push of PUSHED: the set-based upsert applies it.
-        ('INSERT INTO "todos"', [[PUSHED]]),
-        ("WITH cur AS", [[SNAPSHOT, None, None, None, None, None, None, None, None]]),
-        ("COMMIT", None),
         ("ROLLBACK", None),
     )
+    PULLED: ClassVar[list[list]] = [["p", SNAPSHOT, None, None, None, None, None, None, None, None, None]]
     sent: ClassVar[list[dict]] = []
     opened = closed = 0
 
@@ -50,7 +44,8 @@ class StandInConnection:
         type(self).opened += 1
 
     def run(self, sql, **params):
-        self.sent.append({"sql": sql[:40], "params": sorted(params)})
+        parts = [part[:40] for part in sql.split(";\n")]
+        self.sent.append({"sql": sql[:40], "params": sorted(params), "parts": parts})
         if sql.startswith("\nSELECT t.table_name"):
             return catalog_columns()
         if sql.startswith("\nSELECT child.relname"):
@@ -59,6 +54,9 @@ class StandInConnection:
                 for t in REGISTRY.tables
                 for column, parent in sorted(t.references.items())
             ]
+        if "WITH cur AS" in sql:  # the one message of a sync
+            pushed = [["a", "todos", "1", None]] if 'INSERT INTO "todos"' in sql else []
+            return pushed + self.PULLED
         for start, reply in self.REPLIES:
             if sql.startswith(start):
                 return reply
