@@ -402,3 +402,63 @@ def placement_section(results: dict, baseline: dict) -> str:
         f"{PLACED_RTT_MS:g} ms per sync. For the {small}-change sync, before: "
         f"{_verdict(old, small)}; now: {_verdict(new, small)}."
     )
+
+
+CPU_CASES = {
+    "import_sync_app": "importing sync.app (a deploy snapshot holds it already)",
+    "cold_first": "cold isolate: first request (new App, token, JWKS, registry), 100 changes",
+    "cold_app": "new App in a warm interpreter, new token, 100-change push",
+    "push100_new_token": "warm: 100-change push, never-seen ES256 token of a known key",
+    "push100_new_rs256_token": "warm: 100-change push, never-seen RS256 token",
+    "push100_same_token": "warm: 100-change push, token already verified",
+    "push1000": "warm: 1 000-change push",
+    "pull_page": "warm: pull of one full page",
+}
+FREE_PLAN_CPU_MS = 10
+
+
+def cpu_section(results: dict, baseline: dict) -> str:
+    """Helper A's figures (bench/request_cpu.py): Worker CPU per request, cold and warm."""
+    now = results.get("request_cpu") or {}
+    before = baseline.get("issue8", {}).get("request_cpu") or {}
+    pyodide = now.get("request_cpu", {}).get("pyodide", {})
+    if not pyodide.get("cases"):
+        why = pyodide.get("skipped") or "not run (the full run or --quick --pyodide runs it)"
+        return f"## Worker CPU per request under Pyodide\n\nNot measured: {why}."
+    cpython = now["request_cpu"].get("cpython", {}).get("cases", {})
+    was = before.get("request_cpu", {}).get("pyodide", {}).get("cases", {})
+    rows = []
+    for case, label in CPU_CASES.items():
+        p = pyodide["cases"].get(case)
+        if p is None:
+            continue
+        rows.append(
+            [
+                label,
+                _num(cpython.get(case, {}).get("ms"), 1),
+                _num(p["ms"], 1),
+                _num(was.get(case, {}).get("ms"), 1),
+                DASH if case == "import_sync_app" else f"{p['ms'] / FREE_PLAN_CPU_MS:.1f}{TIMES}",
+            ]
+        )
+    return (
+        "## Worker CPU per request under Pyodide\n\n"
+        "Measured by `bench/request_cpu.py`: whole `App.handle` requests run first under "
+        "CPython against this run's Postgres, every statement and its rows recorded, then "
+        "replayed under Pyodide (npm `pyodide` under Node, the Workers runtime's Python) and "
+        "under CPython; median ms of its samples. The login (SCRAM) is not part of these: see "
+        "the connection set-up section (a cold isolate pays one PBKDF2, later logins hit the "
+        f"cache). Workers' limits: {FREE_PLAN_CPU_MS} ms of CPU per request on the Free plan, "
+        "30 s by default (up to 5 min) on paid plans. *Before*: the same probe on the commit "
+        "before issue #8's changes.\n\n"
+        + _table(
+            [
+                "request",
+                "CPython ms",
+                "Pyodide ms",
+                "before: Pyodide ms",
+                f"Pyodide / Free plan's {FREE_PLAN_CPU_MS} ms",
+            ],
+            rows,
+        )
+    )

@@ -139,6 +139,7 @@ def markdown(results: dict, baseline: dict | None = None) -> str:
     parts.append(latency_report.latency_section(results, base))
     parts.append(latency_report.placement_section(results, base))
     parts.append(latency_report.echo_section(results, base))
+    parts.append(latency_report.cpu_section(results, base))
     parts.append(before_note(base))
     parts.append(push_section(push, sizes, rtts, old_push))
     parts.append(pooling_section(push, sizes, results["findings"]["login"]))
