@@ -36,7 +36,9 @@ class StandInConnection:
         ("BEGIN", [["1"]]),
         ("ROLLBACK", None),
     )
-    PULLED: ClassVar[list[list]] = [["p", SNAPSHOT, None, None, None, None, None, None, None, None, None]]
+    PULLED: ClassVar[list[list]] = [
+        ["p", SNAPSHOT, None, None, None, None, None, None, None, None, None]
+    ]
     sent: ClassVar[list[dict]] = []
     opened = closed = 0
 
