@@ -5,6 +5,7 @@ and several changes to one row collapsed into the newest. Nothing here touches t
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -20,10 +21,13 @@ from sync.schema import (
     Table,
     format_timestamp,
     parse_timestamp,
+    timestamp_and_text,
 )
 from sync.settings import Settings
 
 APPLIED, STALE = "applied", "stale"
+# A string json.dumps writes as it is, between two quotes: printable ASCII, no " or \.
+_PLAIN = re.compile(r"[ !#-\[\]-~]*")
 MAX_KEY_LENGTH = 512  # characters of a text primary key
 
 
@@ -99,7 +103,11 @@ def check(
     horizon: datetime,
 ) -> Change:
     """One change against the registry. `horizon` is the latest clock taken as is (now
-    plus MAX_CLOCK_SKEW), computed once per batch by `plan`."""
+    plus MAX_CLOCK_SKEW), computed once per batch by `plan`.
+
+    Every value of a batch passes through here, so the checks are the ones each column
+    chose once for its type (Column.fast), updated_at is parsed once, and the refusals come
+    in a fixed order: key, owner, clock, unknown columns, then the data columns in order."""
     table = registry.get(raw.table)
     if table is None:
         raise Reject("unknown_table", f"table {_name(raw.table[:100])} is not synced")
@@ -109,15 +117,15 @@ def check(
     if key_value is None:
         raise Reject("missing_primary_key", f"row has no {pk_col.name}")
     try:
-        key_value = pk_col.check(key_value)
+        key_value = pk_col.fast(key_value)
         if isinstance(key_value, str) and len(key_value) > MAX_KEY_LENGTH:
             raise InvalidValue(f"{pk_col.name} is longer than {MAX_KEY_LENGTH} characters")
         owner = row.get(table.owner)
-        if owner is not None and table.by_name[table.owner].check(owner) != user:
+        if owner is not None and table.by_name[table.owner].fast(owner) != user:
             raise Reject("forbidden", "the row names another user as its owner")
         if "updated_at" not in row:
             raise InvalidValue("updated_at is missing")
-        clock = parse_timestamp(row["updated_at"])
+        clock, clock_text = timestamp_and_text(row["updated_at"])
     except InvalidValue as error:
         raise Reject("invalid_value", str(error)) from None
     clamped = False
@@ -125,25 +133,33 @@ def check(
         if settings.clock_skew_policy == "reject":
             raise Reject("clock_skew", "updated_at is too far in the future of the server")
         clock, clamped = now, True
+        clock_text = format_timestamp(now)
 
     delete = raw.op == "delete"
-    values = {pk_col.name: key_value, "updated_at": format_timestamp(clock)}
+    values = {pk_col.name: key_value, "updated_at": clock_text}
     if not delete:
-        unknown = row.keys() - table.names
-        if unknown:
-            names = ", ".join(sorted(_name(n) for n in unknown))[:200]
-            raise Reject("unknown_column", f"columns not synced: {names}")
+        names = table.names
+        if not names.issuperset(row):
+            unknown = row.keys() - names
+            listed = ", ".join(sorted(_name(n) for n in unknown))[:200]
+            raise Reject("unknown_column", f"columns not synced: {listed}")
         values[table.owner] = user
         omitted = []
         size = 0
         try:
-            for column in table.data_columns:
-                if column.name in row:
-                    value = values[column.name] = column.check(row[column.name])
+            for name, fast, default, fixed in table.fills:
+                value = row.get(name, MISSING)
+                if value is MISSING:  # an update keeps the stored value; an insert takes this
+                    omitted.append(name)
+                    values[name] = default
+                    continue
+                value = values[name] = fast(value)
+                if fixed:  # what _size gives any boolean or number, and None
+                    size += fixed
+                elif type(value) is str:
+                    size += len(value) + 2
+                else:
                     size += _size(value)
-                else:  # an update keeps the stored value; an insert takes this one
-                    omitted.append(column.name)
-                    values[column.name] = None if column.default is MISSING else column.default
         except InvalidValue as error:
             raise Reject("invalid_value", str(error)) from None
         if size > settings.max_row_bytes:
@@ -164,9 +180,19 @@ def _name(text: str) -> str:
 
 
 def _size(value: Any) -> int:
-    """About the bytes a value takes in JSON; exact enough to bound a row."""
+    """About the bytes a value takes in JSON; exact enough to bound a row. A list of plain
+    strings (tags: the common jsonb value) is counted without serialising it: the same
+    number json.dumps would give."""
     if isinstance(value, str):
         return len(value) + 2
+    if type(value) is list:
+        total = 2 + max(len(value) - 1, 0)  # brackets and commas
+        for item in value:
+            if not (type(item) is str and _PLAIN.fullmatch(item)):
+                break
+            total += len(item) + 2
+        else:
+            return total
     if isinstance(value, dict | list):
         return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
     return 8

@@ -25,8 +25,45 @@ class InvalidValue(ValueError):
     """A value that does not fit its column; the message names the problem, never the value."""
 
 
+# The shape clients send (JavaScript's toISOString(), or the pull's own): UTC, "Z", and no
+# fraction, milliseconds or microseconds. Hours stop at 23: Python 3.12+ reads "24:00" as
+# the next day, which the text shortcut below must never echo.
+_CANONICAL = re.compile(r"(\d{4}-\d\d-\d\dT(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d)(?:\.(\d{3}|\d{6}))?Z")
+
+
+def _canonical(value: Any) -> tuple[datetime, str] | None:
+    """The fast path of the two functions below: a canonical timestamp, its moment and its
+    normalised text, built from the text itself (fromisoformat still checks the calendar).
+    None for anything else, which the slow path answers (or refuses) as it always has."""
+    if type(value) is not str:
+        return None
+    match = _CANONICAL.fullmatch(value)
+    if match is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)  # a "Z" moment is already UTC
+    except ValueError:
+        return None
+    fraction = match.group(2)
+    if fraction is None:
+        return moment, f"{match.group(1)}.000000Z"
+    return moment, value if len(fraction) == 6 else f"{value[:-1]}000Z"
+
+
+def timestamp_and_text(value: Any) -> tuple[datetime, str]:
+    """parse_timestamp(value) and its format_timestamp(), with one parse."""
+    fast = _canonical(value)
+    if fast is not None:
+        return fast
+    moment = parse_timestamp(value)
+    return moment, format_timestamp(moment)
+
+
 def parse_timestamp(value: Any) -> datetime:
     """ISO-8601 with a zone, or integer epoch milliseconds, to an aware UTC datetime."""
+    fast = _canonical(value)
+    if fast is not None:
+        return fast[0]
     if isinstance(value, bool):
         raise InvalidValue("expected an ISO-8601 timestamp with zone or epoch milliseconds")
     if isinstance(value, int):
@@ -50,7 +87,9 @@ def parse_timestamp(value: Any) -> datetime:
 
 def format_timestamp(moment: datetime) -> str:
     """ISO-8601 in UTC with microseconds and a Z, the same shape the pull sends."""
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return moment.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def storable(text: str) -> bool:
@@ -134,7 +173,7 @@ def _jsonb(value: Any) -> Any:
 
 
 def _timestamptz(value: Any) -> str:
-    return format_timestamp(parse_timestamp(value))
+    return timestamp_and_text(value)[1]
 
 
 # SQL type -> check-and-normalise function. The result is what goes into the JSON handed
@@ -152,6 +191,81 @@ TYPES = {
     "timestamptz": _timestamptz,
 }
 KEY_TYPES = ("uuid", "text", "integer", "bigint")
+VARIABLE_SIZE = ("uuid", "text", "jsonb", "timestamptz")  # strings or containers in JSON
+
+
+def _plain_json(value: Any) -> bool:
+    """A jsonb value that passes _check_json at a glance: a scalar, or a flat list or object
+    of scalars (tags, small settings), with ASCII strings. Anything else is walked."""
+    kind = type(value)
+    if kind is list:
+        return all(_plain_scalar(item) for item in value)
+    if kind is dict:
+        return all(_plain_scalar(k) and _plain_scalar(v) for k, v in value.items())
+    return _plain_scalar(value)
+
+
+def _plain_scalar(value: Any) -> bool:
+    kind = type(value)
+    if kind is str:
+        return value.isascii() and "\x00" not in value
+    if kind is float:
+        return value - value == 0.0  # finite: inf - inf and nan - nan are nan
+    return kind is int or kind is bool or value is None
+
+
+def _fast_check(column: Column) -> Any:
+    """Column.check for one column, with a shortcut taken only for plainly valid values of
+    its type, which returns what Column.check would. Everything else — None, refusals with
+    their messages, unusual but valid values — goes to Column.check itself."""
+    slow = column.check
+    kind = column.type
+    if kind == "uuid":
+
+        def check_uuid(value: Any) -> Any:
+            if type(value) is str and len(value) == 36 and UUID.fullmatch(value):
+                return value.lower()
+            return slow(value)
+
+        return check_uuid
+    if kind == "text":
+
+        def check_text(value: Any) -> Any:
+            if type(value) is str and value.isascii() and "\x00" not in value:
+                return value
+            return slow(value)
+
+        return check_text
+    if kind == "boolean":
+        return lambda value: value if value is True or value is False else slow(value)
+    if kind in ("double precision", "real"):
+
+        def check_double(value: Any) -> Any:
+            if type(value) is float and value - value == 0.0:
+                return value
+            return slow(value)
+
+        return check_double
+    if kind in ("smallint", "integer", "bigint"):
+        bits = {"smallint": 16, "integer": 32, "bigint": 64}[kind]
+        low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+
+        def check_integer(value: Any) -> Any:
+            if type(value) is int and low <= value <= high:
+                return value
+            return slow(value)
+
+        return check_integer
+    if kind == "timestamptz":
+
+        def check_timestamptz(value: Any) -> Any:
+            fast = _canonical(value)
+            return fast[1] if fast is not None else slow(value)
+
+        return check_timestamptz
+    if kind == "jsonb":
+        return lambda value: value if value is not None and _plain_json(value) else slow(value)
+    return slow
 
 
 @dataclass(frozen=True)
@@ -160,6 +274,11 @@ class Column:
     type: str
     nullable: bool = True
     default: Any = MISSING  # the value an upsert gets when the row omits the column
+    # check(), chosen once for the column's type: what every value of a batch goes through.
+    fast: Any = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fast", _fast_check(self))
 
     def check(self, value: Any) -> Any:
         if value is None:
@@ -189,6 +308,9 @@ class Table:
     data_columns: tuple[Column, ...] = field(init=False, repr=False, compare=False)
     # Data columns a new row cannot do without (NOT NULL, no default).
     required: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    # Per data column: name, its checker, the value an omitted one gets in an insert, and
+    # the JSON size of any of its values when that is fixed (booleans, numbers: 8), else 0.
+    fills: tuple[tuple[str, Any, Any, int], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "by_name", {c.name: c for c in self.columns})
@@ -201,6 +323,19 @@ class Table:
             self,
             "required",
             tuple(c.name for c in self.data_columns if not c.nullable and c.default is MISSING),
+        )
+        object.__setattr__(
+            self,
+            "fills",
+            tuple(
+                (
+                    c.name,
+                    c.fast,
+                    None if c.default is MISSING else c.default,
+                    0 if c.type in VARIABLE_SIZE else 8,
+                )
+                for c in self.data_columns
+            ),
         )
         for name in (self.name, *self.by_name):
             if not IDENTIFIER.fullmatch(name):

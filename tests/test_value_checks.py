@@ -1,0 +1,253 @@
+"""The fast paths of per-value validation answer exactly as the general checks do.
+
+Every value of a batch goes through a check chosen once per column (schema.Column.fast), a
+shortcut for canonical timestamps, a size count without json.dumps for plain string lists,
+and a request parser that looks for the reason of a refusal only once something is wrong.
+Each one must give the same value, or the same refusal with the same message, as the general
+code: the reference implementations below are the code as it was before the shortcuts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from sync import batch, schema
+from sync.http import ApiError
+from sync.protocol import MAX_ID_LENGTH, OPS, RawChange, bad_request, parse_sync_request
+from sync.schema import Column, InvalidValue, storable
+
+# -- references: the general code -----------------------------------------------------------
+
+
+def reference_parse_timestamp(value):
+    if isinstance(value, bool):
+        raise InvalidValue("expected an ISO-8601 timestamp with zone or epoch milliseconds")
+    if isinstance(value, int):
+        try:
+            return schema.EPOCH + timedelta(milliseconds=value)
+        except OverflowError:
+            raise InvalidValue("epoch milliseconds out of range") from None
+    if not isinstance(value, str) or len(value) > 64:
+        raise InvalidValue("expected an ISO-8601 timestamp with zone or epoch milliseconds")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidValue("not an ISO-8601 timestamp") from None
+    if parsed.tzinfo is None:
+        raise InvalidValue("timestamp has no zone (add Z or an offset)")
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise InvalidValue("timestamp out of range") from None
+
+
+def reference_format(moment):
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
+
+
+def reference_size(value):
+    if isinstance(value, str):
+        return len(value) + 2
+    if isinstance(value, dict | list):
+        return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
+    return 8
+
+
+def reference_changes(changes):
+    """The request parser's loop over changes, as it was: (id, table, op, position) or
+    the 400's message."""
+    seen, parsed = set(), []
+    for position, change in enumerate(changes):
+        where = f"changes[{position}]"
+        if not isinstance(change, dict):
+            raise bad_request(f"{where} must be an object")
+        change_id = change.get("id")
+        if isinstance(change_id, bool) or not isinstance(change_id, int | str):
+            raise bad_request(f"{where}.id must be an integer or a string")
+        if isinstance(change_id, str) and not 0 < len(change_id) <= MAX_ID_LENGTH:
+            raise bad_request(f"{where}.id must be 1 to {MAX_ID_LENGTH} characters")
+        if isinstance(change_id, str) and not storable(change_id):
+            raise bad_request(f"{where}.id must be text without NUL or lone surrogates")
+        if str(change_id) in seen:
+            raise bad_request(f"{where}.id {change_id!r} appears twice in the batch")
+        seen.add(str(change_id))
+        table = change.get("table")
+        if not isinstance(table, str):
+            raise bad_request(f"{where}.table must be a string")
+        op = change.get("op")
+        if op not in OPS:
+            raise bad_request(f"{where}.op must be one of insert, update, delete")
+        row = change.get("row")
+        if not isinstance(row, dict):
+            raise bad_request(f"{where}.row must be an object")
+        parsed.append(RawChange(change_id, table, op, row, position))
+    return parsed
+
+
+def outcome(fn, value):
+    """fn(value), or the refusal it raises, comparable."""
+    try:
+        result = fn(value)
+    except InvalidValue as error:
+        return ("refused", str(error))
+    if isinstance(result, float) and math.isnan(result):
+        return ("nan",)
+    return ("ok", type(result).__name__, result)
+
+
+# -- strategies -----------------------------------------------------------------------------
+
+moments = st.datetimes(
+    min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59, 999999)
+)
+
+
+@st.composite
+def timestamps(draw):
+    """Canonical shapes (the fast path), near-canonical ones (which must miss it) and junk."""
+    moment = draw(moments)
+    base = moment.isoformat(timespec="seconds")
+    fraction = draw(
+        st.sampled_from(["", f".{moment.microsecond // 1000:03d}", f".{moment.microsecond:06d}"])
+    )
+    zone = draw(st.sampled_from(["Z", "Z", "+00:00", "+05:30", "-08:00", "", "z"]))
+    text = base + fraction + zone
+    mangle = draw(st.integers(0, 9))
+    if mangle == 1:
+        text = text.replace("T", " ")
+    elif mangle == 2:
+        text = text[:-1] + "0Z" if text.endswith("Z") else text
+    elif mangle == 3:
+        text = "T24:00:00".join(text.split("T")[:1]) + ".000Z"
+    elif mangle == 4:
+        text = text.replace(":", "", 1)
+    elif mangle == 5:
+        text = text[:8] + "31" + text[10:]  # day 31 in any month
+    return text
+
+
+json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.sampled_from(["a\x00b", "\ud83d", "plain", 'quo"te', "back\\slash", "tab\t", "é"]),
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner),
+    max_leaves=12,
+)
+any_value = st.one_of(
+    json_values, timestamps(), st.uuids().map(str), st.uuids().map(lambda u: str(u).upper())
+)
+
+
+# -- the tests ------------------------------------------------------------------------------
+
+
+@settings(max_examples=600, deadline=None)
+@given(value=st.one_of(timestamps(), json_scalars))
+@example("2026-11-24T10:00:00.000Z")
+@example("2026-11-24T10:00:00Z")
+@example("2026-11-24T10:00:00.123456Z")
+@example("2026-02-30T10:00:00.000Z")
+@example("2026-11-24T24:00:00.000Z")
+@example("2026-11-24T23:59:60.000Z")
+@example("0001-01-01T00:00:00.000Z")
+@example("9999-12-31T23:59:59.999999Z")
+@example("2026-11-24T10:00:00.1234567Z")
+def test_timestamps_parse_and_normalise_as_the_general_code(value):
+    assert outcome(schema.parse_timestamp, value) == outcome(reference_parse_timestamp, value)
+    assert outcome(lambda v: schema.timestamp_and_text(v)[1], value) == outcome(
+        lambda v: reference_format(reference_parse_timestamp(v)), value
+    )
+    both = outcome(schema.timestamp_and_text, value)
+    if both[0] == "ok":
+        moment, text = both[2]
+        assert moment == reference_parse_timestamp(value) and moment.tzinfo is UTC
+        assert text == reference_format(moment)
+
+
+@settings(max_examples=300, deadline=None)
+@given(moment=moments, offset=st.integers(-14 * 60, 14 * 60))
+def test_format_timestamp_matches_for_any_zone(moment, offset):
+    from datetime import timezone
+
+    zone = timezone(timedelta(minutes=offset))
+    try:
+        aware = moment.replace(tzinfo=zone)
+        expected = reference_format(aware)
+    except OverflowError:
+        return
+    assert schema.format_timestamp(aware) == expected
+    assert schema.format_timestamp(moment.replace(tzinfo=UTC)) == reference_format(
+        moment.replace(tzinfo=UTC)
+    )
+
+
+@pytest.mark.parametrize("kind", sorted(schema.TYPES))
+@pytest.mark.parametrize("nullable", [True, False])
+@settings(max_examples=100, deadline=None)
+@given(value=any_value)
+def test_each_column_check_shortcut_answers_as_column_check(kind, nullable, value):
+    column = Column("c", kind, nullable=nullable)
+    assert outcome(column.fast, value) == outcome(column.check, value)
+
+
+@settings(max_examples=500, deadline=None)
+@given(value=json_values)
+@example(["home"])
+@example([])
+@example(["a", 'b"', "c"])
+@example(["\x7f", "\x1f"])
+@example(["é", "x"])
+def test_size_matches_json_dumps(value):
+    assert batch._size(value) == reference_size(value)
+
+
+change_fields = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": st.one_of(
+            st.integers(0, 5),
+            st.sampled_from(["1", "2", "", "x" * 201, "a\x00", "\ud800", True, 1.5, None]),
+        ),
+        "table": st.one_of(st.sampled_from(["todos", "projects"]), st.integers(), st.none()),
+        "op": st.sampled_from([*OPS, "upsert", None, 3]),
+        "row": st.one_of(st.just({"id": "x"}), st.just([]), st.none(), st.text(max_size=2)),
+    },
+)
+
+
+@settings(max_examples=800, deadline=None)
+@given(changes=st.lists(st.one_of(change_fields, st.integers(), st.none()), max_size=5))
+def test_request_parser_refuses_as_the_general_code(changes):
+    body = json.dumps({"lastSyncAt": None, "changes": changes}).encode("utf-8", "surrogatepass")
+    try:
+        expected = ("ok", reference_changes(changes))
+    except ApiError as error:
+        expected = ("refused", error.status, error.message)
+    try:
+        got = ("ok", parse_sync_request(body, 100).changes)
+    except ApiError as error:
+        got = ("refused", error.status, error.message)
+    assert got == expected
+
+
+def test_registry_tables_carry_their_fills():
+    from sync.app_schema import REGISTRY
+
+    for table in REGISTRY.tables:
+        assert [name for name, *_ in table.fills] == [c.name for c in table.data_columns]
+        for (_, fast, default, fixed), column in zip(table.fills, table.data_columns, strict=True):
+            assert fast is column.fast
+            assert default == (None if column.default is schema.MISSING else column.default)
+            assert fixed == (0 if column.type in schema.VARIABLE_SIZE else 8)
