@@ -249,7 +249,10 @@ def test_missing_parents_are_refused_set_wise(over_http, database_url, sql):
 
 class PausingConnection:
     """A real connection that stops before a chosen statement until released: a
-    transaction held open at a known point, as a slow or hostile request would."""
+    transaction held open at a known point, as a slow or hostile request would. A sync is
+    one message; when the statement is inside it, the part before runs first (its locks
+    held, the transaction open), then the pause, then the rest — the same statements in
+    the same transaction, in two round trips."""
 
     def __init__(self, url: str, pause_before: str):
         self.con = connect_url(url)
@@ -258,10 +261,18 @@ class PausingConnection:
         self.release = threading.Event()
 
     def run(self, statement, **params):
-        if self.pause_before and self.pause_before in statement:
-            self.pause_before = ""
+        marker, self.pause_before = self.pause_before, ""
+        if marker and f";\n{marker}" in statement:
+            at = statement.index(f";\n{marker}")
+            rows = self.con.run(statement[:at]) or []
             self.reached.set()
             self.release.wait(30)
+            return rows + (self.con.run(statement[at + 2 :]) or [])
+        if marker and statement.startswith(marker):
+            self.reached.set()
+            self.release.wait(30)
+        elif marker:
+            self.pause_before = marker
         return self.con.run(statement, **params)
 
     def close(self):
@@ -485,9 +496,21 @@ def test_constraint_messages_name_no_internals(api, sql):
 
 
 def test_parent_taken_by_its_owner_meanwhile_gets_no_foreign_child(over_http, database_url, sql):
+    """The owner's insert of the key is under way (not yet committed) when the attacker's
+    push runs: the push's snapshot does not see it, so no other user's key is found up
+    front; its upsert waits for the owner's transaction and then meets another user's row.
+    The project is not applied for the attacker, so neither is the child under it."""
     owner, attacker, pid, tid = user_id(), user_id(), new_id(), new_id()
-    app, con = paused_app(database_url, 'INSERT INTO "projects"')
-    api = over_http(app)
+    holder = connect_url(database_url)
+    holder.run("BEGIN")
+    holder.run(
+        "INSERT INTO projects (id, user_id, name, updated_at) "
+        "VALUES (CAST(:p AS uuid), CAST(:o AS uuid), 'owner''s', CAST(:t AS timestamptz))",
+        p=pid,
+        o=owner,
+        t=at(0),
+    )
+    api = over_http(build_app(database_url))
     thread, out = in_thread(
         lambda: api.sync(
             attacker,
@@ -497,13 +520,19 @@ def test_parent_taken_by_its_owner_meanwhile_gets_no_foreign_child(over_http, da
             ],
         )
     )
-    assert con.reached.wait(10)  # the attacker has vetted, not yet written
     try:
-        Api(build_app(database_url), "package").ok(
-            owner, [change("projects", "insert", project(pid, "owner's", 0))]
-        )
+        waiting = False
+        for _ in range(200):  # until the attacker's upsert waits for the owner's insert
+            waiting = holder.run(
+                "SELECT count(*) > 0 FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'"
+            )[0][0]
+            if waiting:
+                break
+            time.sleep(0.01)
+        assert waiting, out
     finally:
-        con.release.set()
+        holder.run("COMMIT")
+        holder.close()
     thread.join(10)
     reply = out["value"]
     assert reply.status == 200, reply.body
