@@ -123,5 +123,8 @@ deploy: worker-deps  ## deploy to Cloudflare (needs CLOUDFLARE_API_TOKEN or `wra
 bench: setup worker-deps  ## benchmarks -> bench/RESULTS.md + results.png (~5 min; QUICK=1: ~20 s)
 	$(PY) bench/run.py $(if $(QUICK),--quick --pyodide)
 
+bench-cpu: setup worker-deps  ## Worker CPU per request, CPython and Pyodide -> bench/request-cpu.json (~1 min)
+	$(PY) bench/request_cpu.py --out bench/request-cpu.json
+
 clean:
 	rm -rf .venv .data .pytest_cache .ruff_cache .hypothesis node_modules python_modules .wrangler .workerd bench/.work
