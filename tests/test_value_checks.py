@@ -251,3 +251,37 @@ def test_registry_tables_carry_their_fills():
             assert fast is column.fast
             assert default == (None if column.default is schema.MISSING else column.default)
             assert fixed == (0 if column.type in schema.VARIABLE_SIZE else 8)
+
+
+def reference_depth_within(data: bytes, max_depth: int) -> bool:
+    from sync.jsontext import _NOT_STRUCTURE
+
+    unescaped = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    quoted = unescaped.translate(None, _NOT_STRUCTURE).replace(b'""', b"")
+    skeleton = b"".join(quoted.split(b'"')[::2]) if b'"' in quoted else quoted
+    opening = len(skeleton) - len(skeleton.lstrip(b"[{"))
+    if opening > 2 * max_depth:
+        return False
+    for _ in range(max_depth):
+        if not skeleton:
+            return True
+        reduced = skeleton.replace(b"[]", b"").replace(b"{}", b"")
+        if len(reduced) == len(skeleton):
+            return False
+        skeleton = reduced
+    return not skeleton
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    document=st.one_of(
+        json_values.map(lambda v: json.dumps(v).encode("utf-8", "surrogatepass")),
+        st.binary(max_size=60),
+        st.text(alphabet='[]{}"\\ a', max_size=60).map(str.encode),
+    ),
+    max_depth=st.integers(1, 6),
+)
+def test_depth_bound_answers_as_before(document, max_depth):
+    from sync import jsontext
+
+    assert jsontext.depth_within(document, max_depth) == reference_depth_within(document, max_depth)
