@@ -175,3 +175,57 @@ def test_rows_a_trigger_writes_in_the_same_transaction_still_arrive(database_url
     assert got[("todos", tagged)]["row"]["title"] == "tag me (seen)"
     assert ("todos", plain) not in got  # stored exactly as sent: the client holds it
     assert api.ok(user, [], body["newServerTimestamp"])["pulledChanges"] == []
+
+
+def test_careful_mode_keeps_parents_before_children_in_every_part(database_url, sql):
+    """A constraint fails in the one message: the batch is re-run in parts, upserts
+    parents-first then deletes children-first, so every part finds the parents it needs,
+    and a parent's delete comes after its children's. Only the failing changes are
+    refused; the round trips stay within careful mode's bound."""
+    sql("ALTER TABLE todos ADD CONSTRAINT todos_title_short CHECK (length(title) < 20)")
+    app = build_app(database_url)
+    records = _statements(app)
+    api = Api(app, "package")
+    user = user_id()
+    old_project, old_todos = new_id(), [new_id() for _ in range(3)]
+    project = {"name": "p", "color": None, "updated_at": at(1)}
+    api.ok(
+        user,
+        [
+            change("projects", "insert", {"id": old_project, **project}),
+            *[
+                change("todos", "insert", todo(k, "old", 1, project_id=old_project))
+                for k in old_todos
+            ],
+        ],
+    )
+    projects = [new_id() for _ in range(3)]
+    batch = [
+        change("projects", "insert", {"id": p, **project}, f"p{n}") for n, p in enumerate(projects)
+    ]
+    todos = {}
+    for n in range(30):
+        key = new_id()
+        title = "a title that is far too long" if n in (4, 21) else f"t{n}"
+        todos[f"t{n}"] = key
+        batch.append(
+            change("todos", "insert", todo(key, title, 2, project_id=projects[n % 3]), f"t{n}")
+        )
+    # The old project goes, after its todos (sent before them in the batch).
+    batch.insert(0, change("projects", "delete", {"id": old_project, "updated_at": at(3)}, "gone"))
+    batch += [
+        change("todos", "delete", {"id": k, "updated_at": at(3)}, f"d{n}")
+        for n, k in enumerate(old_todos)
+    ]
+    body = api.ok(user, batch)
+    assert {r["id"]: r["code"] for r in body["rejected"]} == {
+        "t4": "constraint_violation",
+        "t21": "constraint_violation",
+    }
+    assert len(body["acceptedIds"]) == len(batch) - 2
+    stored = {r[0] for r in sql("SELECT id::text FROM todos")}
+    assert stored == {k for name, k in todos.items() if name not in ("t4", "t21")}
+    assert sql("SELECT count(*) FROM projects")[0][0] == 3
+    refused = {c["row"]["id"]: c["op"] for c in body["pulledChanges"] if c["table"] == "todos"}
+    assert refused.get(todos["t4"]) == refused.get(todos["t21"]) == "delete"
+    assert 3 < records[-1]["statements"] < 40
