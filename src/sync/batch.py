@@ -154,8 +154,8 @@ def check(
                     values[name] = default
                     continue
                 value = values[name] = fast(value)
-                if fixed:  # what _size gives any boolean or number, and None
-                    size += fixed
+                if fixed or value is None:  # what _size gives any boolean or number, and None
+                    size += 8
                 elif type(value) is str:
                     size += len(value) + 2
                 else:
