@@ -229,11 +229,12 @@ def test_tampered_and_foreign_signatures_are_refused_on_webcrypto(webcrypto):
 
 
 def test_webcrypto_check_is_cheap(webcrypto):
-    # What the native path is for: a few tenths of a millisecond, not the 4.7 ms the
-    # pure-Python P-256 arithmetic took on this interpreter. Generous, for a loaded box.
+    # What the native path is for: about a millisecond under Node (most of it Pyodide's
+    # await of the promise), where the pure-Python P-256 arithmetic took 5-12 ms on this
+    # interpreter. Generous, for a loaded box.
     timings = webcrypto["result"]["verify_ms"]
-    assert 0 < timings["ES256"] < 2.0, timings
-    assert 0 < timings["RS256"] < 2.0, timings
+    assert 0 < timings["ES256"] < 3.0, timings
+    assert 0 < timings["RS256"] < 3.0, timings
 
 
 def test_health(reports):
