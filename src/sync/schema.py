@@ -28,26 +28,24 @@ class InvalidValue(ValueError):
 # The shape clients send (JavaScript's toISOString(), or the pull's own): UTC, "Z", and no
 # fraction, milliseconds or microseconds. Hours stop at 23: Python 3.12+ reads "24:00" as
 # the next day, which the text shortcut below must never echo.
-_CANONICAL = re.compile(r"(\d{4}-\d\d-\d\dT(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d)(?:\.(\d{3}|\d{6}))?Z")
+_CANONICAL = re.compile(r"\d{4}-\d\d-\d\dT(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{3}|\.\d{6})?Z")
 
 
 def _canonical(value: Any) -> tuple[datetime, str] | None:
     """The fast path of the two functions below: a canonical timestamp, its moment and its
     normalised text, built from the text itself (fromisoformat still checks the calendar).
     None for anything else, which the slow path answers (or refuses) as it always has."""
-    if type(value) is not str:
-        return None
-    match = _CANONICAL.fullmatch(value)
-    if match is None:
-        return None
     try:
+        if _CANONICAL.fullmatch(value) is None:
+            return None
         moment = datetime.fromisoformat(value)  # a "Z" moment is already UTC
-    except ValueError:
+    except (TypeError, ValueError):  # not a string; or no such day
         return None
-    fraction = match.group(2)
-    if fraction is None:
-        return moment, f"{match.group(1)}.000000Z"
-    return moment, value if len(fraction) == 6 else f"{value[:-1]}000Z"
+    # The pattern leaves three lengths: no fraction (20), milliseconds (24), micro (27).
+    size = len(value)
+    if size == 27:
+        return moment, value
+    return moment, value[:-1] + ("000Z" if size == 24 else ".000000Z")
 
 
 def timestamp_and_text(value: Any) -> tuple[datetime, str]:
@@ -199,7 +197,13 @@ def _plain_json(value: Any) -> bool:
     of scalars (tags, small settings), with ASCII strings. Anything else is walked."""
     kind = type(value)
     if kind is list:
-        return all(_plain_scalar(item) for item in value)
+        for item in value:
+            if type(item) is str:  # the common item: inline, spared a call
+                if not item.isascii() or "\x00" in item:
+                    return False
+            elif not _plain_scalar(item):
+                return False
+        return True
     if kind is dict:
         return all(_plain_scalar(k) and _plain_scalar(v) for k, v in value.items())
     return _plain_scalar(value)
@@ -223,7 +227,7 @@ def _fast_check(column: Column) -> Any:
     if kind == "uuid":
 
         def check_uuid(value: Any) -> Any:
-            if type(value) is str and len(value) == 36 and UUID.fullmatch(value):
+            if type(value) is str and UUID.fullmatch(value):
                 return value.lower()
             return slow(value)
 
