@@ -83,3 +83,24 @@ def test_round_trip_counter_counts_one_per_message_exchange(database_url):
     finally:
         con.close()
     assert wire.tally().round_trips == 3  # closing (Terminate, no answer) is not a round trip
+
+
+def test_latency_knob_delays_a_large_message_before_postgres_sees_it(database_url):
+    """The knob's delay stands for the network: Postgres must not start on a message while
+    it runs. A message larger than the socket file's buffer (20 KB here; a sync's one
+    message is larger than that from a few changes on) pays the whole delay on top of
+    Postgres' own time, as a small one does."""
+    import time
+
+    sys.path.insert(0, str(ROOT))
+    from bench import wire
+
+    con = wire.Wired(wire.open_connection(database_url), 0.2)
+    try:
+        padding = "/*" + "x" * 20_000 + "*/ "
+        for sql in ("SELECT pg_sleep(0.2)", padding + "SELECT pg_sleep(0.2)"):
+            started = time.perf_counter()
+            con.run(sql)
+            assert time.perf_counter() - started >= 0.4, len(sql)
+    finally:
+        con.close()
