@@ -285,3 +285,145 @@ def test_depth_bound_answers_as_before(document, max_depth):
     from sync import jsontext
 
     assert jsontext.depth_within(document, max_depth) == reference_depth_within(document, max_depth)
+
+
+def reference_check(raw, registry, user, now, settings, horizon):
+    """batch.check as it was, with Column.check for every value."""
+    from sync import sql
+    from sync.batch import MAX_KEY_LENGTH, Reject, _name
+
+    table = registry.get(raw.table)
+    if table is None:
+        raise Reject("unknown_table", f"table {_name(raw.table[:100])} is not synced")
+    row = raw.row
+    pk_col = table.key_column
+    key_value = row.get(pk_col.name, user if pk_col.name == table.owner else None)
+    if key_value is None:
+        raise Reject("missing_primary_key", f"row has no {pk_col.name}")
+    try:
+        key_value = pk_col.check(key_value)
+        if isinstance(key_value, str) and len(key_value) > MAX_KEY_LENGTH:
+            raise InvalidValue(f"{pk_col.name} is longer than {MAX_KEY_LENGTH} characters")
+        owner = row.get(table.owner)
+        if owner is not None and table.by_name[table.owner].check(owner) != user:
+            raise Reject("forbidden", "the row names another user as its owner")
+        if "updated_at" not in row:
+            raise InvalidValue("updated_at is missing")
+        clock = reference_parse_timestamp(row["updated_at"])
+    except InvalidValue as error:
+        raise Reject("invalid_value", str(error)) from None
+    clamped = False
+    if clock > horizon:
+        if settings.clock_skew_policy == "reject":
+            raise Reject("clock_skew", "updated_at is too far in the future of the server")
+        clock, clamped = now, True
+    delete = raw.op == "delete"
+    values = {pk_col.name: key_value, "updated_at": reference_format(clock)}
+    if not delete:
+        unknown = row.keys() - table.names
+        if unknown:
+            names = ", ".join(sorted(_name(n) for n in unknown))[:200]
+            raise Reject("unknown_column", f"columns not synced: {names}")
+        values[table.owner] = user
+        omitted, size = [], 0
+        try:
+            for column in table.data_columns:
+                if column.name in row:
+                    value = values[column.name] = column.check(row[column.name])
+                    size += reference_size(value)
+                else:
+                    omitted.append(column.name)
+                    values[column.name] = (
+                        None if column.default is schema.MISSING else column.default
+                    )
+        except InvalidValue as error:
+            raise Reject("invalid_value", str(error)) from None
+        if size > settings.max_row_bytes:
+            raise Reject(
+                "invalid_value",
+                f"the row is larger than MAX_ROW_BYTES ({settings.max_row_bytes}); "
+                "keep large files in object storage and sync a reference",
+            )
+        if omitted:
+            values[sql.OMITTED] = omitted
+    return (str(key_value), delete, values, clock, clamped)
+
+
+USER = "6f9619ff-8b86-4d11-b42d-00c04fc964ff"
+todo_values = {
+    "id": st.one_of(st.uuids().map(str), st.uuids().map(lambda u: str(u).upper()), json_scalars),
+    "user_id": st.one_of(st.just(USER), st.just(USER.upper()), st.uuids().map(str), json_scalars),
+    "project_id": st.one_of(st.none(), st.uuids().map(str), json_scalars),
+    "title": st.one_of(st.text(max_size=30), json_scalars, st.just("x" * 1010)),
+    "done": st.one_of(st.booleans(), json_scalars),
+    "due_at": st.one_of(st.none(), timestamps(), json_scalars),
+    "position": st.one_of(st.floats(), st.integers(), json_scalars),
+    "tags": json_values,
+    "updated_at": st.one_of(timestamps(), st.integers(0, 2**45), json_scalars),
+    "colour": json_scalars,  # not a column of todos
+}
+
+
+@settings(max_examples=700, deadline=None)
+@given(
+    row=st.fixed_dictionaries({}, optional=todo_values),
+    op=st.sampled_from(OPS),
+    table=st.sampled_from(["todos", "todos", "projects", "nope"]),
+    policy=st.sampled_from(["clamp", "reject"]),
+    max_row_bytes=st.sampled_from([1_048_576, 1024]),
+)
+@example(
+    row={
+        "id": "7B9E6A40-8F0E-4C55-9D43-2F7C61C0A001",
+        "title": "buy milk",
+        "done": False,
+        "tags": ["home", 'quo"ted'],
+        "position": 1.5,
+        "due_at": None,
+        "updated_at": "2026-11-24T10:00:00.000Z",
+    },
+    op="insert",
+    table="todos",
+    policy="clamp",
+    max_row_bytes=1_048_576,
+)
+@example(
+    row={"id": "7b9e6a40-8f0e-4c55-9d43-2f7c61c0a001", "updated_at": "2027-01-01T00:00:00Z"},
+    op="update",
+    table="todos",
+    policy="clamp",
+    max_row_bytes=1024,
+)
+def test_batch_check_answers_as_the_general_code(row, op, table, policy, max_row_bytes):
+    from sync.app_schema import REGISTRY
+    from sync.batch import Reject
+    from sync.settings import Settings
+
+    settings = Settings.from_env(
+        {
+            "SUPABASE_JWT_SECRET": "x" * 40,
+            "CLOCK_SKEW_POLICY": policy,
+            "MAX_ROW_BYTES": str(max_row_bytes),
+        }
+    )
+    now = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+    horizon = now + timedelta(seconds=settings.max_clock_skew)
+    raw = RawChange(1, table, op, row, 0)
+
+    def run(fn):
+        try:
+            return ("ok", fn())
+        except Reject as reject:
+            return ("refused", reject.code, reject.message)
+
+    def fast():
+        change = batch.check(raw, REGISTRY, USER, now, settings, horizon)
+        return (change.key, change.delete, change.row, change.clock, change.clamped)
+
+    expected = run(lambda: reference_check(raw, REGISTRY, USER, now, settings, horizon))
+    assert run(fast) == expected
+    plan = batch.plan([raw], REGISTRY, USER, now, settings)
+    if expected[0] == "ok":
+        assert [c.row for c in plan.winners] == [expected[1][2]] and not plan.rejected
+    else:
+        assert [(r.reject.code, r.reject.message) for r in plan.rejected] == [expected[1:]]

@@ -15,7 +15,6 @@ from sync import sql
 from sync.protocol import RawChange
 from sync.schema import (
     IDENTIFIER,
-    MISSING,
     InvalidValue,
     Registry,
     Table,
@@ -103,25 +102,36 @@ def check(
     horizon: datetime,
 ) -> Change:
     """One change against the registry. `horizon` is the latest clock taken as is (now
-    plus MAX_CLOCK_SKEW), computed once per batch by `plan`.
+    plus MAX_CLOCK_SKEW), computed once per batch by `plan`."""
+    return _check(raw, registry.get(raw.table), user, now, settings, horizon)
+
+
+def _check(
+    raw: RawChange,
+    table: Table | None,
+    user: str,
+    now: datetime,
+    settings: Settings,
+    horizon: datetime,
+) -> Change:
+    """check() for the change's table, already looked up.
 
     Every value of a batch passes through here, so the checks are the ones each column
     chose once for its type (Column.fast), updated_at is parsed once, and the refusals come
     in a fixed order: key, owner, clock, unknown columns, then the data columns in order."""
-    table = registry.get(raw.table)
     if table is None:
         raise Reject("unknown_table", f"table {_name(raw.table[:100])} is not synced")
     row = raw.row
-    pk_col = table.key_column
-    key_value = row.get(pk_col.name, user if pk_col.name == table.owner else None)
+    key_name, key_check, owner_name, owner_check = table.identity
+    key_value = row.get(key_name, user if key_name == owner_name else None)
     if key_value is None:
-        raise Reject("missing_primary_key", f"row has no {pk_col.name}")
+        raise Reject("missing_primary_key", f"row has no {key_name}")
     try:
-        key_value = pk_col.fast(key_value)
+        key_value = key_check(key_value)
         if isinstance(key_value, str) and len(key_value) > MAX_KEY_LENGTH:
-            raise InvalidValue(f"{pk_col.name} is longer than {MAX_KEY_LENGTH} characters")
-        owner = row.get(table.owner)
-        if owner is not None and table.by_name[table.owner].fast(owner) != user:
+            raise InvalidValue(f"{key_name} is longer than {MAX_KEY_LENGTH} characters")
+        owner = row.get(owner_name)
+        if owner is not None and owner_check(owner) != user:
             raise Reject("forbidden", "the row names another user as its owner")
         if "updated_at" not in row:
             raise InvalidValue("updated_at is missing")
@@ -136,24 +146,23 @@ def check(
         clock_text = format_timestamp(now)
 
     delete = raw.op == "delete"
-    values = {pk_col.name: key_value, "updated_at": clock_text}
+    values = {key_name: key_value, "updated_at": clock_text}
     if not delete:
         names = table.names
         if not names.issuperset(row):
             unknown = row.keys() - names
             listed = ", ".join(sorted(_name(n) for n in unknown))[:200]
             raise Reject("unknown_column", f"columns not synced: {listed}")
-        values[table.owner] = user
+        values[owner_name] = user
         omitted = []
         size = 0
         try:
             for name, fast, default, fixed in table.fills:
-                value = row.get(name, MISSING)
-                if value is MISSING:  # an update keeps the stored value; an insert takes this
+                if name not in row:  # an update keeps the stored value; an insert takes this
                     omitted.append(name)
                     values[name] = default
                     continue
-                value = values[name] = fast(value)
+                value = values[name] = fast(row[name])
                 if fixed or value is None:  # what _size gives any boolean or number, and None
                     size += 8
                 elif type(value) is str:
@@ -218,11 +227,12 @@ def plan(
     winners: dict[tuple[str, str], Change] = {}
     rejected: list[Rejected] = []
     horizon = now + timedelta(seconds=settings.max_clock_skew)
+    tables = registry.by_name
     for raw in changes:
+        table = tables.get(raw.table)
         try:
-            change = check(raw, registry, user, now, settings, horizon)
+            change = _check(raw, table, user, now, settings, horizon)
         except Reject as reject:
-            table = registry.get(raw.table)
             rejected.append(Rejected(raw, reject, table, _usable_key(table, raw.row, user)))
             continue
         slot = (change.table.name, change.key)

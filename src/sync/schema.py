@@ -224,9 +224,12 @@ def _fast_check(column: Column) -> Any:
     their messages, unusual but valid values — goes to Column.check itself."""
     slow = column.check
     kind = column.type
+    nullable = column.nullable  # a null where it is allowed is answered at once
     if kind == "uuid":
 
         def check_uuid(value: Any) -> Any:
+            if value is None and nullable:
+                return None
             if type(value) is str and UUID.fullmatch(value):
                 return value.lower()
             return slow(value)
@@ -235,16 +238,26 @@ def _fast_check(column: Column) -> Any:
     if kind == "text":
 
         def check_text(value: Any) -> Any:
+            if value is None and nullable:
+                return None
             if type(value) is str and value.isascii() and "\x00" not in value:
                 return value
             return slow(value)
 
         return check_text
     if kind == "boolean":
-        return lambda value: value if value is True or value is False else slow(value)
+
+        def check_boolean(value: Any) -> Any:
+            if value is True or value is False or (value is None and nullable):
+                return value
+            return slow(value)
+
+        return check_boolean
     if kind in ("double precision", "real"):
 
         def check_double(value: Any) -> Any:
+            if value is None and nullable:
+                return None
             if type(value) is float and value - value == 0.0:
                 return value
             return slow(value)
@@ -255,6 +268,8 @@ def _fast_check(column: Column) -> Any:
         low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
 
         def check_integer(value: Any) -> Any:
+            if value is None and nullable:
+                return None
             if type(value) is int and low <= value <= high:
                 return value
             return slow(value)
@@ -263,12 +278,20 @@ def _fast_check(column: Column) -> Any:
     if kind == "timestamptz":
 
         def check_timestamptz(value: Any) -> Any:
+            if value is None and nullable:
+                return None
             fast = _canonical(value)
             return fast[1] if fast is not None else slow(value)
 
         return check_timestamptz
     if kind == "jsonb":
-        return lambda value: value if value is not None and _plain_json(value) else slow(value)
+
+        def check_jsonb(value: Any) -> Any:
+            if value is None:
+                return None if nullable else slow(value)
+            return value if _plain_json(value) else slow(value)
+
+        return check_jsonb
     return slow
 
 
@@ -312,6 +335,8 @@ class Table:
     data_columns: tuple[Column, ...] = field(init=False, repr=False, compare=False)
     # Data columns a new row cannot do without (NOT NULL, no default).
     required: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    # The key's and the owner's names and checkers, looked up once for every change.
+    identity: tuple[str, Any, str, Any] = field(init=False, repr=False, compare=False)
     # Per data column: name, its checker, the value an omitted one gets in an insert, and
     # the JSON size of any of its values when that is fixed (booleans, numbers: 8), else 0.
     fills: tuple[tuple[str, Any, Any, int], ...] = field(init=False, repr=False, compare=False)
@@ -341,6 +366,9 @@ class Table:
                 for c in self.data_columns
             ),
         )
+        key, owner = self.by_name.get(self.primary_key), self.by_name.get(self.owner)
+        if key is not None and owner is not None:  # else refused below
+            object.__setattr__(self, "identity", (key.name, key.fast, owner.name, owner.fast))
         for name in (self.name, *self.by_name):
             if not IDENTIFIER.fullmatch(name):
                 raise ValueError(f"{name!r} is not a plain lower-case SQL identifier")
