@@ -229,3 +229,25 @@ def test_careful_mode_keeps_parents_before_children_in_every_part(database_url, 
     refused = {c["row"]["id"]: c["op"] for c in body["pulledChanges"] if c["table"] == "todos"}
     assert refused.get(todos["t4"]) == refused.get(todos["t21"]) == "delete"
     assert 3 < records[-1]["statements"] < 40
+
+
+def test_a_client_built_for_a_newer_schema_is_not_refused_by_a_stale_registry(database_url, sql):
+    """The server last read the registry before a migration; a client built after it sends
+    the new schema hash. The message is written against the registry last read, so a hash
+    that differs from it means "read it again first", not 409."""
+    app = build_app(database_url)
+    api = Api(app, "package")
+    user = user_id()
+    api.ok(user, [])  # the registry is read
+    sql("ALTER TABLE todos ADD COLUMN note text")
+    sql("SELECT sync_schema_changed()")
+    other = build_app(database_url)  # reading it here would refresh `app`'s registry
+    newer = other.schema.fresh(other.connect).hash
+    assert app.schema.current is not None and app.schema.current.hash != newer
+    row = {**todo(new_id(), "t", 1), "note": "hi"}
+    reply = api.sync(user, [change("todos", "insert", row, 1)], schemaHash=newer)
+    assert reply.status == 200, reply.body
+    assert reply.body["acceptedIds"] == [1]
+    assert sql("SELECT note FROM todos")[0][0] == "hi"
+    wrong = api.sync(user, [], schemaHash="feedfacefeedface")
+    assert wrong.status == 409 and wrong.body["error"]["code"] == "schema_mismatch"

@@ -91,6 +91,10 @@ def _describe(error: DbError) -> str:
     return f"{error.sqlstate}: {error.message[:200]}"
 
 
+class StaleRegistry(Exception):
+    """The registry last read may be older than the client's schema: read it first."""
+
+
 class App:
     def __init__(
         self,
@@ -245,9 +249,14 @@ class App:
             early = batching.plan(batch.changes, known.registry, user, self.now(), settings)
             trace.phase("validate")
 
-        def plan_for(loaded: Loaded) -> batching.Plan:
-            """The batch checked against the registry the transaction found current."""
+        def plan_for(loaded: Loaded, confirmed: bool = True) -> batching.Plan:
+            """The batch checked against the registry the transaction found current
+            (`confirmed`), or the one last read, which the message itself then checks.
+            A client's schema hash that differs from an unconfirmed registry may be
+            newer than it: the registry is read first, then compared."""
             nonlocal known, early
+            if not confirmed and batch.schema_hash not in (None, loaded.hash):
+                raise StaleRegistry
             self._check_schema_hash(batch.schema_hash, loaded)
             if early is None or loaded is not known:
                 early = batching.plan(batch.changes, loaded.registry, user, self.now(), settings)
@@ -266,7 +275,7 @@ class App:
 
     async def _with_retries(
         self,
-        plan_for: Callable[[Loaded], batching.Plan],
+        plan_for: Callable[..., batching.Plan],
         user: str,
         cursor: Cursor,
         trace: Trace,
@@ -297,7 +306,7 @@ class App:
 
     def _attempt(
         self,
-        plan_for: Callable[[Loaded], batching.Plan],
+        plan_for: Callable[..., batching.Plan],
         user: str,
         cursor: Cursor,
         mode: str,
@@ -317,6 +326,8 @@ class App:
         except pushing.NeedCareful:
             _rollback(db)
             return "careful"
+        except StaleRegistry:
+            return "reload"  # nothing was sent yet
         except pushing.TooManyFailures:
             raise ApiError(
                 413,
@@ -346,7 +357,7 @@ class App:
     def _transaction(
         self,
         db: Db,
-        plan_for: Callable[[Loaded], batching.Plan],
+        plan_for: Callable[..., batching.Plan],
         user: str,
         cursor: Cursor,
         mode: str,
@@ -374,7 +385,7 @@ class App:
         else:
             # The registry is read (or found unchanged) in this transaction: one round trip.
             loaded = self.schema.begin(db, bounds)
-        plan = plan_for(loaded)
+        plan = plan_for(loaded, confirmed=not opening or self.schema.fixed)
         registry = loaded.registry
         quiet = pushing.no_echo(plan)
         if mode == "careful":
