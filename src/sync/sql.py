@@ -473,13 +473,15 @@ def pull(tables: tuple[Table, ...], given: PullInput) -> str:
             if i in given.pushed
             else ""
         )
+        # JSON is built outside the LIMIT: when the planner sorts a user's rows instead
+        # of reading the index in order, it would otherwise build it for every row.
         branches.append(
-            f"(SELECT {literal(i)}::text AS tbl, 'row' AS kind, x.{pk}::text AS pk, "
-            f"x.sync_xid AS xid, {row_json(t, 'x')} AS row, NULL::text AS at "
-            f"FROM {name} x, cur WHERE x.{owner} = {usr} AND {window}{no_echo}"
+            f"(SELECT {literal(i)}::text AS tbl, 'row' AS kind, k.{pk}::text AS pk, "
+            f"k.sync_xid AS xid, {row_json(t, 'k')} AS row, NULL::text AS at "
+            f"FROM (SELECT x.* FROM {name} x, cur WHERE x.{owner} = {usr} AND {window}{no_echo}"
             f"AND (x.sync_xid, {sort_key(t, 'x')}) > "
             f"(CAST({text_value(xid)} AS xid8), {bound_key}) "
-            f"ORDER BY x.sync_xid, {sort_key(t, 'x')} LIMIT {int(given.limit)})"
+            f"ORDER BY x.sync_xid, {sort_key(t, 'x')} LIMIT {int(given.limit)}) k)"
         )
     names = ", ".join(literal(t.name) for t in tables)
     tomb_echo = ""
