@@ -164,8 +164,11 @@ def _buckets(stats: dict, total_ms: float) -> list[tuple[str, float]]:
     ms = {
         "parse": _cum(stats, "sync/protocol.py", "parse_json"),
         "shape": _cum(stats, "sync/protocol.py", "parse_sync_request"),
-        "plan": _cum(stats, "sync/push.py", "plan"),
+        "plan": _cum(stats, "sync/push.py", "plan") + _cum(stats, "sync/batch.py", "plan"),
         "rows_json": _cum(stats, "json/__init__.py", "dumps", caller="sync/push.py"),
+        "text": _cum(stats, "sync/push.py", "statement")
+        + _cum(stats, "sync/sql.py", "pull", caller="sync/app.py"),
+        "read": _cum(stats, "sync/pull.py", "read") + _cum(stats, "sync/push.py", "outcomes"),
         "db": _cum(stats, "sync/db.py", "run"),
         "wait": _wait(stats),
         "pull": _cum(stats, "sync/pull.py", "pull"),
@@ -177,8 +180,10 @@ def _buckets(stats: dict, total_ms: float) -> list[tuple[str, float]]:
     parts = [
         ("request body: JSON parse", ms["parse"]),
         ("request body: shape checks", ms["shape"] - ms["parse"]),
-        ("validation (push.plan: types, owner, clocks)", ms["plan"]),
+        ("validation (plan: types, owner, clocks)", ms["plan"]),
         ("rows -> JSON parameter (json.dumps in push)", ms["rows_json"]),
+        ("statement text, values inside (push.statement, sql.pull)", ms["text"]),
+        ("answer rows -> outcomes and entries (pull.read, push.outcomes)", ms["read"]),
         ("database: waiting for Postgres (socket reads)", ms["wait"]),
         ("database: pg8000 encode/decode + protocol", ms["db"] - ms["wait"]),
         ("pulled rows -> entries (pull.pull, own code)", ms["pull"] - ms["pull_db"]),
@@ -186,7 +191,8 @@ def _buckets(stats: dict, total_ms: float) -> list[tuple[str, float]]:
         ("auth (JWT verify)", ms["auth"]),
     ]
     parts.append(("everything else (routing, settle, log)", total_ms - sum(v for _, v in parts)))
-    return [(label, round(value, 1)) for label, value in parts]
+    # A part whose functions the code of the day does not have is left out, not shown as 0.
+    return [(label, round(value, 1)) for label, value in parts if value]
 
 
 def _wait(stats: dict) -> float:
@@ -257,11 +263,48 @@ class Explaining:
     a savepoint it rolls back, then for real: Postgres' own time for each statement the App
     actually sends, whatever the code of the day sends."""
 
-    def __init__(self, inner: wire.Wired, log: list[dict]) -> None:
+    def __init__(self, inner: wire.Wired, log: list[dict], parts: Parts | None = None) -> None:
         self.inner = inner
         self.log = log
+        self.parts = parts
+
+    def _run_message(self, message: str, parts: list[str]) -> Any:
+        """A whole sync in one message (BEGIN; …; COMMIT): first each of its statements
+        under EXPLAIN ANALYZE, in order, in a transaction of their own that is rolled back
+        (ANALYZE runs them, so each sees what the ones before it did, as in the real run);
+        then the message itself, timed by the client."""
+        self.inner.run("BEGIN")
+        try:
+            for part in parts[1:-1]:
+                entry: dict[str, Any] = {"statement": self.parts.name(part), "client_ms": None}
+                if part.lstrip().upper().startswith("SET"):
+                    self.inner.run(part)
+                    continue
+                try:
+                    plan = self.inner.run("EXPLAIN (ANALYZE, FORMAT JSON) " + part)
+                except Exception as failure:  # the bench's own probe must not fail the request
+                    entry["explain_error"] = f"{type(failure).__name__}: {failure}"[:200]
+                    self.log.append(entry)
+                    break
+                entry.update(_explained(plan[0][0][0]))
+                self.log.append(entry)
+        finally:
+            self.inner.run("ROLLBACK")
+        started = time.perf_counter()
+        result = self.inner.run(message)
+        self.log.append(
+            {
+                "statement": f"the whole message ({len(parts)} statements), real run",
+                "client_ms": round((time.perf_counter() - started) * 1000, 1),
+            }
+        )
+        return result
 
     def run(self, statement: str, **params: Any) -> Any:
+        if not params and self.parts is not None:
+            parts = self.parts.expand(statement)
+            if len(parts) > 2 and parts[0] == "BEGIN" and parts[-1] == "COMMIT":
+                return self._run_message(statement, parts)
         plan, error = None, None
         if params and self.inner.con._transaction_status == b"T":
             self.inner.run("SAVEPOINT bench_explain")
@@ -277,16 +320,7 @@ class Explaining:
         if error:
             entry["explain_error"] = error
         if plan is not None:
-            tree = plan[0][0][0]
-            triggers: dict[str, float] = {}
-            for t in tree.get("Triggers", []):
-                name = "foreign key" if t["Trigger Name"].startswith("RI_") else t["Trigger Name"]
-                triggers[name] = triggers.get(name, 0.0) + t.get("Time", 0.0)
-            entry.update(
-                planning_ms=round(tree.get("Planning Time", 0.0), 1),
-                execution_ms=round(tree["Execution Time"], 1),
-                triggers={k: round(v, 1) for k, v in triggers.items()},
-            )
+            entry.update(_explained(plan[0][0][0]))
         if params:  # pg8000 parses the text for :names on each such run (to_statement)
             entry["parse_ms"] = round(_parse_ms(statement), 3)
         lists = [len(v) for v in params.values() if isinstance(v, list | tuple)]
@@ -297,6 +331,69 @@ class Explaining:
 
     def close(self) -> None:
         self.inner.close()
+
+
+def _explained(tree: dict) -> dict[str, Any]:
+    """Planning, execution and trigger times of one EXPLAIN (ANALYZE, FORMAT JSON) tree."""
+    triggers: dict[str, float] = {}
+    for t in tree.get("Triggers", []):
+        name = "foreign key" if t["Trigger Name"].startswith("RI_") else t["Trigger Name"]
+        triggers[name] = triggers.get(name, 0.0) + t.get("Time", 0.0)
+    return {
+        "planning_ms": round(tree.get("Planning Time", 0.0), 1),
+        "execution_ms": round(tree["Execution Time"], 1),
+        "triggers": {k: round(v, 1) for k, v in triggers.items()},
+    }
+
+
+class Parts:
+    """What the App's one-message sync is made of: `sync.sql.script` and the builders of
+    its statements, watched while a request runs, so the bench can take the message apart
+    again without parsing SQL (its values travel inside the text)."""
+
+    def __init__(self) -> None:
+        self.scripts: dict[str, tuple[str, ...]] = {}
+        self.names: dict[str, str] = {}
+        self.saved: list[tuple[Any, str, Any]] = []
+
+    def __enter__(self) -> Parts:
+        from sync import push, sql
+
+        def watch(module: Any, attribute: str, name: str | None) -> None:
+            original = getattr(module, attribute, None)
+            if original is None:
+                return
+            self.saved.append((module, attribute, original))
+
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                text = original(*args, **kwargs)
+                if name is None:
+                    self.scripts[text] = tuple(a for a in args if a)
+                else:
+                    self.names[text] = name
+                return text
+
+            setattr(module, attribute, wrapper)
+
+        watch(sql, "script", None)
+        watch(sql, "bounds", "transaction bounds (SET LOCAL …)")
+        watch(sql, "expect_schema", "registry check")
+        watch(push, "statement", "push statement")
+        watch(sql, "pull", "pull statement")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for module, attribute, original in reversed(self.saved):
+            setattr(module, attribute, original)
+
+    def expand(self, text: str) -> list[str]:
+        parts = self.scripts.get(text)
+        if parts is None:
+            return [text]
+        return [leaf for part in parts for leaf in self.expand(part)]
+
+    def name(self, text: str) -> str:
+        return self.names.get(text) or label(text)
 
 
 def _parse_ms(statement: str, count: int = 20) -> float:
@@ -333,20 +430,27 @@ def label(statement: str) -> str:
                     return f"{name} {what}".strip()
             except Exception:  # a builder of another signature: not this one
                 break
-    return statement[:40] + "…"
+    return " ".join(statement.split())[:40] + "…"
 
 
 def explain_push(url: str, secret: str, rows: Rows, n: int, mixed: bool) -> dict[str, Any]:
     """Every statement of one push of N changes (new todos, or the mixed batch), with the
-    client's time and Postgres' execution and trigger times; and the floor's upsert."""
+    client's time and Postgres' execution and trigger times; and the floor's upsert. A
+    one-message sync is taken apart into its statements (`Parts`)."""
+    log: list[dict] = []
+    local = Local(url, secret)
+    plain = local.app.connect
+    parts = Parts()
+    local.app.connect = lambda: Explaining(plain(), log, parts)
+    with parts:
+        return _explain_push(local, log, url, rows, n, mixed)
+
+
+def _explain_push(local: Any, log: list[dict], url: str, rows: Rows, n: int, mixed: bool) -> dict:
     import json
 
     from bench.scenarios import FLOOR_UPSERT, mixed_batch, seed_project
 
-    log: list[dict] = []
-    local = Local(url, secret)
-    plain = local.app.connect
-    local.app.connect = lambda: Explaining(plain(), log)
     try:
         user, cursor, project = local.device(rows)
         log.clear()

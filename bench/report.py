@@ -625,8 +625,13 @@ def profile_section(results: dict) -> str:
         + "\n\nPostgres' side: each statement the App sent, run once more under EXPLAIN "
         "ANALYZE in a savepoint rolled back just before it (so Postgres' times are of the "
         "same work; EXPLAIN's per-row instrumentation inflates statements over many rows, "
-        "the client column is the real run); the floor's upsert for comparison.\n\n"
-        + statements_table(ex)
+        "the client column is the real run); the floor's upsert for comparison. A sync sent "
+        "as one message (BEGIN; …; COMMIT) is taken apart into the statements the App built "
+        "it from: they run under EXPLAIN ANALYZE in order, in a transaction rolled back "
+        "after them, then the message runs for real (its row gives the client's time). "
+        "EXPLAIN leaves out the parsing of the text, which for a message with its values "
+        "inside grows with the batch; the latency table's Postgres time (from Postgres' "
+        "log) includes it.\n\n" + statements_table(ex)
     )
 
 
