@@ -820,7 +820,16 @@ def problems_section(results: dict, push: Push) -> str:
     n, calls = prof["n"], prof["calls"]
     lp = ex["list_params"]
     listed = [e for k in ("insert", "mixed") for e in ex[k]["statements"] if "list_params" in e]
-    upsert = next((e for e in ex["insert"]["statements"] if e["statement"] == "upsert todos"), {})
+    # The todos upsert: its own statement in the older code, inside the one push
+    # statement of the one-message sync.
+    upsert = next(
+        (
+            e
+            for e in ex["insert"]["statements"]
+            if e["statement"] in ("upsert todos", "push statement")
+        ),
+        {},
+    )
     own = {k: v for k, v in upsert.get("triggers", {}).items() if k != "foreign key"}
     parsed = [e for e in ex["insert"]["statements"] if "parse_ms" in e]
     parse_total = sum(e["parse_ms"] for e in parsed)
