@@ -7,6 +7,7 @@ one page of the caller's changes since the cursor.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,8 +15,24 @@ from sync import sql
 from sync.cursor import Cursor
 from sync.schema import InvalidValue, Registry, Table
 
-Entry = dict[str, Any]
 Slot = tuple[str, str]  # (table, key as text)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One of the answer's pulledChanges, already as JSON text: a row's JSON comes from
+    Postgres as text (jsonb's output is always valid JSON) and goes into the answer as it
+    is, never parsed and encoded again — for a page of 1 000 rows that is most of the
+    request's CPU on Workers."""
+
+    table: str
+    op: str  # upsert / delete
+    text: str
+
+
+def upsert_entry(table: str, row_text: str) -> Entry:
+    # The table name is a registry identifier: nothing in it needs escaping.
+    return Entry(table, "upsert", f'{{"table":"{table}","op":"upsert","row":{row_text}}}')
 
 
 def typed_key(table: Table, key: str) -> Any:
@@ -23,11 +40,12 @@ def typed_key(table: Table, key: str) -> Any:
 
 
 def delete_entry(table: Table, key: str, updated_at: str) -> Entry:
-    return {
+    change = {
         "table": table.name,
         "op": "delete",
         "row": {table.primary_key: typed_key(table, key), "updated_at": updated_at},
     }
+    return Entry(table.name, "delete", json.dumps(change, separators=(",", ":")))
 
 
 def table_bounds(
@@ -127,7 +145,7 @@ def read(registry: Registry, cursor: Cursor, given: sql.PullInput, rows: list[li
             if kind == "row" and content is None:
                 settled[slot] = Settled(kind, owed=True)
             elif kind == "row":
-                settled[slot] = Settled(kind, {"table": name, "op": "upsert", "row": content})
+                settled[slot] = Settled(kind, upsert_entry(name, content))
                 size = max(size, int(running))
             elif kind == "tomb":
                 settled[slot] = Settled(kind, delete_entry(table, key, at))
@@ -150,7 +168,7 @@ def read(registry: Registry, cursor: Cursor, given: sql.PullInput, rows: list[li
     entries: dict[Slot, Entry] = {}
     for _t, _s, _p, name, kind, key, _xid, content, at, _size, _running in page:
         if kind == "row":
-            entries[(name, key)] = {"table": name, "op": "upsert", "row": content}
+            entries[(name, key)] = upsert_entry(name, content)
         else:
             entries[(name, key)] = delete_entry(registry.by_name[name], key, at)
     upto = given.upto or snapshot
@@ -169,7 +187,7 @@ def ordered(registry: Registry, entries: dict[Slot, Entry]) -> list[Entry]:
     n = len(rank)
 
     def place(entry: Entry) -> int:
-        i = rank[entry["table"]]
-        return i if entry["op"] == "upsert" else 2 * n - i
+        i = rank[entry.table]
+        return i if entry.op == "upsert" else 2 * n - i
 
     return sorted(entries.values(), key=place)

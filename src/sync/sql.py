@@ -522,7 +522,7 @@ def pull(tables: tuple[Table, ...], given: PullInput) -> str:
     return (
         f"WITH {', '.join(ctes)} "
         "SELECT 'p', cur.snap::text, s.part, s.tbl, s.kind, s.pk, s.xid::text, "
-        f"CASE WHEN s.running <= {int(given.budget)} OR s.running = s.size THEN s.row END, "
+        f"CASE WHEN s.running <= {int(given.budget)} OR s.running = s.size THEN s.row::text END, "
         "s.at, s.size, s.running FROM cur LEFT JOIN sized s ON true "
         'ORDER BY s.part, s.xid, s.tbl COLLATE "C", s.pk COLLATE "C"'
     )
