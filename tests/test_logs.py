@@ -61,3 +61,22 @@ def test_a_refused_cors_origin_is_logged(make_api, database_url):
     api.request("OPTIONS", "/api/sync", headers={"origin": "https://app.example"})
     assert records[0]["cors_refused"] == "http://localhost:5173"
     assert "cors_refused" not in records[1]
+
+
+def test_a_bug_is_logged_with_where_it_surfaced_but_not_its_text(database_url):
+    """A 500 says which type of exception and where in the package it surfaced, so an
+    operator can find it; never the exception's own text, which may quote values."""
+    records = []
+    app = build_app(database_url)
+    app.log = records.append
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("secret-looking text 0123")
+
+    app.auth.user_id = broken
+    reply = Api(app, "package").sync(user_id(), [])
+    assert reply.status == 500 and reply.body["error"]["code"] == "internal"
+    (record,) = records
+    assert record["exception"] == "RuntimeError"
+    assert record["raised_at"].startswith("app.py:_sync:")
+    assert "secret-looking" not in json.dumps(record)

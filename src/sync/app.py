@@ -137,6 +137,7 @@ class App:
             response = error_response(ApiError(500, "internal", "internal server error"))
             trace.fields["error"] = "internal"
             trace.fields["exception"] = type(error).__name__
+            trace.fields["raised_at"] = _raised_at(error)
         allowed = cors_headers(origin, self.settings.allowed_origins)
         if origin and not allowed:  # the browser will block it; say so on this side too
             trace.fields["cors_refused"] = ascii(origin[:100])[1:-1]
@@ -454,6 +455,20 @@ def answer(
     tail = encode_json({"newServerTimestamp": cursor, "hasMore": has_more})
     changes = ",".join(entry.text for entry in pulled).encode("utf-8")
     return b"".join((head[:-1], b',"pulledChanges":[', changes, b"],", tail[1:]))
+
+
+def _raised_at(error: BaseException) -> str:
+    """Where in this package a bug surfaced (module:function:line of the innermost frame of
+    ours), for the log: never the exception's text, which may quote values."""
+    place = "?"
+    tb = error.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if "/sync/" in code.co_filename or code.co_filename.endswith("entry.py"):
+            name = code.co_filename.rsplit("/", 1)[-1]
+            place = f"{name}:{code.co_name}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return place
 
 
 def _rollback(db: Db | None) -> None:
