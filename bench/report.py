@@ -264,7 +264,9 @@ def method(meta: dict, cfg: dict) -> str:
   `socketserver`-based host, see the Nagle problem below). Connections otherwise open as
   `src/entry.py` opens them on Workers (`sync.pg.connection_class()`, `ssl_context=False`).
 - **Latency knob**: a delay injected per **network round trip**, not per statement:
-  `bench/wire.py` wraps pg8000's socket file and sleeps before every flush. Connections
+  `bench/wire.py` wraps pg8000's socket file, holds what is written until the flush and
+  sleeps before sending it, so Postgres sees no byte of a message before its delay has run
+  (before 7b865c1 a message over 8 KiB went out early and overlapped it). Connections
   are of the class both hosts use (`sync.pg.connection_class()`), which sends a statement
   with parameters as one exchange (Parse, Describe, Bind, Execute, one Sync) where plain
   pg8000 makes three; a simple query (BEGIN, COMMIT) is one too. The round-trip counts are
