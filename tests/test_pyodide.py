@@ -269,19 +269,26 @@ def test_sync_with_token_made_in_pyodide(reports):
     assert body["acceptedIds"] == [] and body["rejected"] == [] and body["pulledChanges"] == []
     assert isinstance(body["newServerTimestamp"], str) and body["newServerTimestamp"]
     assert body["hasMore"] is False
+    # The first sync of an isolate reads the registry (BEGIN with the stamp, the catalog),
+    # then the pull and COMMIT go as one message.
     sent = [s["sql"] for s in synced["sent"]]
-    assert sent[0].startswith("BEGIN") and sent[-1] == "COMMIT"
+    assert sent[0].startswith("BEGIN") and len(sent) == 4
+    assert [p[:11] for p in synced["sent"][-1]["parts"]] == ["WITH cur AS", "COMMIT"]
 
 
-def test_push_through_the_set_based_statements(reports):
+def test_push_is_one_message(reports):
+    """With the registry known, the whole sync is one simple-query message, values in its
+    text (no parameters): BEGIN, its bounds, the registry check, the push, the pull,
+    COMMIT."""
     pushed = reports["app"]["result"]["push"]
     assert pushed["status"] == 200, pushed
     assert pushed["json"]["acceptedIds"] == [1] and pushed["json"]["rejected"] == []
-    sent = [s["sql"] for s in pushed["sent"]]
-    assert sent[0].startswith("BEGIN; SET LOCAL statement_timeout") and sent[-1] == "COMMIT"
-    assert sent[1].startswith("WITH o0 AS")  # the vet
-    assert sent[2].startswith('INSERT INTO "todos"') and sent[3].startswith("WITH cur AS")
-    assert pushed["sent"][2]["params"] == ["rows"]
+    assert len(pushed["sent"]) == 1 and pushed["sent"][0]["params"] == []
+    parts = pushed["sent"][0]["parts"]
+    assert parts[0] == "BEGIN" and parts[1].startswith("SET LOCAL statement_timeout")
+    assert parts[2].startswith("SELECT 'v', sync_expect_schema(")
+    assert parts[3].startswith("WITH f_todos AS") and parts[4].startswith("WITH cur AS")
+    assert parts[5] == "COMMIT"
 
 
 def test_every_connection_is_closed(reports):
