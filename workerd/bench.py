@@ -344,7 +344,7 @@ def run(database_url: str, reps: int, per_request: int, quick: bool) -> dict:
     for path in (ROOT / ".workerd" / "snapshots").glob("*/snapshot.bin"):
         path.unlink()  # the start that saves one is measured too
     with Workerd(database_url, secrets=secrets) as worker:
-        saving = worker.started_in
+        saving = worker.saved_in
     loaded, first_loaded = [], []
     for _ in range(reps):
         with Workerd(database_url, secrets=secrets) as worker:

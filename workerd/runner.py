@@ -60,7 +60,8 @@ class Workerd:
     proc: subprocess.Popen[bytes] | None = None
     url: str = ""
     started_in: float = 0.0  # seconds from spawn to the control descriptor's "listen"
-    snapshot_mode: str = "none"  # "saved", "loaded" or "none"
+    saved_in: float = 0.0  # seconds the start that saved the snapshot took (0: none saved)
+    snapshot_mode: str = "none"  # "saved" (this start saved it, then loaded it), "loaded", "none"
 
     def start(self, timeout: float = 90.0) -> str:
         bundle_dir = bundle.build(say=lambda _line: None)
@@ -81,14 +82,29 @@ class Workerd:
             os.utime(snap_dir)  # the newest use keeps it from being pruned
             _prune(bundle.CACHE / "snapshots", keep=4)  # ~40 MB each; src/ edits add more
             args.append(f"--python-snapshot-dir={snap_dir}")
-            if (snap_dir / "snapshot.bin").exists():
-                args.append("--python-load-snapshot=snapshot.bin")
-                self.snapshot_mode = "loaded"
-            else:
-                args.append("--python-save-snapshot")
+            self.snapshot_mode = "loaded"
+            if not (snap_dir / "snapshot.bin").exists():
+                # The start that saves a snapshot goes on serving from the isolate that
+                # made it, where some JS globals raise when read (`crypto`: seen as a
+                # JsException on the first ES256 check). Workers never serves from that
+                # isolate (a deploy restores every isolate from its snapshot), so neither
+                # do we: save, stop, and serve from a restored one.
+                began = time.monotonic()
+                self._spawn([*args, "--python-save-snapshot"], config, timeout)
+                self.stop_process()
+                self.saved_in = time.monotonic() - began
                 self.snapshot_mode = "saved"
+            args.append("--python-load-snapshot=snapshot.bin")
+        began = time.monotonic()
+        port = self._spawn(args, config, timeout)
+        self.started_in = time.monotonic() - began
+        self.url = f"http://{self.host}:{port}"
+        return self.url
+
+    def _spawn(self, args: list[str], config: Path, timeout: float) -> int:
+        """Starts workerd with `args` and the config; the port once it listens."""
         read_end, write_end = os.pipe()
-        args += [f"--control-fd={write_end}", str(config)]
+        args = [*args, f"--control-fd={write_end}", str(config)]
         self.log_path = self.log_path or self.run_dir / "workerd.log"
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         env = {**os.environ, **self.secrets}
@@ -106,13 +122,10 @@ class Workerd:
             os.close(write_end)
             log.close()
         try:
-            port = self._await_listen(read_end, began + timeout)
+            return self._await_listen(read_end, began + timeout)
         except BaseException:
             self.stop()
             raise
-        self.started_in = time.monotonic() - began
-        self.url = f"http://{self.host}:{port}"
-        return self.url
 
     def _await_listen(self, fd: int, deadline: float) -> int:
         """Reads workerd's control messages until the http socket is listening."""
@@ -150,7 +163,7 @@ class Workerd:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def stop(self) -> None:
+    def stop_process(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -158,6 +171,9 @@ class Workerd:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+    def stop(self) -> None:
+        self.stop_process()
         run_dir = getattr(self, "run_dir", None)
         if run_dir is not None and self.log_path and run_dir not in self.log_path.parents:
             shutil.rmtree(run_dir, ignore_errors=True)
