@@ -62,7 +62,13 @@ async def _webcrypto(key: PublicKey, signing_input: bytes, signature: bytes) -> 
         # with the cached key. Two requests racing here both import it: the same key.
         key.native = await _import(key)
     crypto_key, params = key.native
-    verdict = await _subtle().verify(params, crypto_key, to_js(signature), to_js(signing_input))
+    subtle = _subtle()
+    # Called with `this` given explicitly: workerd refuses a SubtleCrypto method reached
+    # through a proxy whose receiver it does not recognise ("Illegal invocation"), which
+    # was seen on an isolate's first requests right after its start-up snapshot was made.
+    verdict = await subtle.verify.call(
+        subtle, params, crypto_key, to_js(signature), to_js(signing_input)
+    )
     return verdict is True
 
 
@@ -72,17 +78,28 @@ def _subtle() -> Any:
     return crypto.subtle
 
 
+def _js_object(members: dict[str, Any]) -> Any:
+    """A plain JS object, made by JSON.parse (no converter function passed around)."""
+    import json
+
+    from js import JSON
+
+    return JSON.parse(json.dumps(members))
+
+
 async def _import(key: PublicKey) -> tuple[Any, Any]:
-    from js import Object
     from pyodide.ffi import to_js
 
-    def js_object(members: dict[str, Any]) -> Any:
-        return to_js(members, dict_converter=Object.fromEntries)
-
-    crypto_key = await _subtle().importKey(
-        "jwk", js_object(key.jwk), js_object(_IMPORT_PARAMS[key.alg]), False, to_js(["verify"])
+    subtle = _subtle()
+    crypto_key = await subtle.importKey.call(
+        subtle,
+        "jwk",
+        _js_object(key.jwk),
+        _js_object(_IMPORT_PARAMS[key.alg]),
+        False,
+        to_js(["verify"]),
     )
-    return crypto_key, js_object(_VERIFY_PARAMS[key.alg])
+    return crypto_key, _js_object(_VERIFY_PARAMS[key.alg])
 
 
 # -- cryptography (CPython) -------------------------------------------------------------------
