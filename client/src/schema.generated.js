@@ -3,15 +3,56 @@
 // Do not edit: change the migration, then run `make client-schema` again.
 // No imports: client/src/schema.js imports this module.
 
+/** @typedef {{ id: string, projectId: string, userId: string | null, role: string, updatedAt: string }} ProjectMembersRow */
 /** @typedef {{ id: string, userId: string | null, name: string, color: string | null, updatedAt: string }} ProjectsRow */
 /** @typedef {{ id: string, userId: string | null, projectId: string | null, title: string, done: number, dueAt: string | null, position: number | null, tags: string | null, updatedAt: string }} TodosRow */
 /** @typedef {{ userId: string, theme: string | null, language: string | null, updatedAt: string }} UserSettingsRow */
 
 /** The server's schema hash this module was generated for (sent with each sync). */
-export const schemaHash = "ba20dc7e3ee5a0d0";
+export const schemaHash = "06d52c7fb0be4582";
 
 /** The synced tables as the server describes them (GET /api/schema). */
 export const serverTables = [
+  {
+    "name": "project_members",
+    "primaryKey": "id",
+    "owner": "user_id",
+    "columns": [
+      {
+        "name": "id",
+        "type": "uuid",
+        "wire": "uuid",
+        "notNull": true
+      },
+      {
+        "name": "project_id",
+        "type": "uuid",
+        "wire": "uuid",
+        "notNull": true
+      },
+      {
+        "name": "user_id",
+        "type": "uuid",
+        "wire": "uuid",
+        "notNull": true
+      },
+      {
+        "name": "role",
+        "type": "text",
+        "wire": "text",
+        "notNull": true
+      },
+      {
+        "name": "updated_at",
+        "type": "timestamptz",
+        "wire": "timestamp",
+        "notNull": true
+      }
+    ],
+    "references": {
+      "project_id": "projects"
+    }
+  },
   {
     "name": "projects",
     "primaryKey": "id",
@@ -152,6 +193,32 @@ export const serverTables = [
 /** The synced tables as `defineSchema` input (client/src/schema.js builds the
  * kit's schema from it: `exampleSchema`). */
 export const tables = /** @type {import('./schema.js').TableInput[]} */ ([
+  {
+    "name": "projectMembers",
+    "primaryKey": "id",
+    "owner": "userId",
+    "columns": {
+      "id": {
+        "type": "uuid",
+        "notNull": true
+      },
+      "projectId": {
+        "type": "uuid",
+        "notNull": true
+      },
+      "userId": {
+        "type": "uuid"
+      },
+      "role": {
+        "type": "text",
+        "notNull": true
+      },
+      "updatedAt": {
+        "type": "timestamp",
+        "notNull": true
+      }
+    }
+  },
   {
     "name": "projects",
     "primaryKey": "id",
