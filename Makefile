@@ -8,7 +8,7 @@ export UV
 export PATH := $(HOME)/.local/bin:$(PATH)
 
 .PHONY: help psql dev-reset client-schema demo-picture test-pg15 dev test token migrate lint format setup clean worker-deps bundle deploy \
-        chromium client-build test-client test-e2e test-server bench dev-workerd test-workerd bench-workerd
+        chromium client-build test-client test-e2e test-server bench bench-sharing dev-workerd test-workerd bench-workerd
 
 setup: .venv/.synced
 
@@ -122,6 +122,9 @@ deploy: worker-deps  ## deploy to Cloudflare (needs CLOUDFLARE_API_TOKEN or `wra
 
 bench: setup worker-deps  ## benchmarks -> bench/RESULTS.md + results.png (~5 min; QUICK=1: ~20 s)
 	$(PY) bench/run.py $(if $(QUICK),--quick --pyodide)
+
+bench-sharing: setup  ## issue #10's sharing section alone -> bench/RESULTS.md (QUICK=1: smoke size)
+	$(PY) bench/sharing.py $(if $(QUICK),--quick)
 
 bench-cpu: setup worker-deps  ## Worker CPU per request, CPython and Pyodide -> bench/request-cpu.json (~1 min)
 	$(PY) bench/request_cpu.py --out bench/request-cpu.json

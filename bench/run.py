@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 sys.path.append(str(ROOT / "bench"))  # the probes also run under Pyodide, as top-level modules
 
-from bench import findings, harness, hostile, inprocess, latency, report, scenarios  # noqa: E402
+from bench import findings, harness, hostile, inprocess, latency, report, scenarios, sharing  # noqa: E402
 from bench.data import Rows  # noqa: E402
 from bench.harness import say  # noqa: E402
 
@@ -68,6 +68,7 @@ class Config:
     latency_rtts: list[float] = field(default_factory=lambda: [0, 1, 5, 20, 80])
     latency_reps: int = 3
     throughput_reps: int = 3
+    sharing_quick: bool = False  # issue #10's section (bench/sharing.py) at its smoke size
 
     @classmethod
     def quick(cls) -> Config:
@@ -100,6 +101,7 @@ class Config:
             latency_rtts=[0, 5],
             latency_reps=1,
             throughput_reps=1,
+            sharing_quick=True,
         )
 
 
@@ -224,6 +226,9 @@ def measure(cfg: Config, log: Clock) -> dict:
         log(f"page times of a {cfg.pages_n}-row initial sync taken")
         results["hostile"] = hostile.measure(url, rows, cfg, log)
         log("hostile section: worst batches and a bystander under attack measured")
+        size = sharing.SharingConfig.quick() if cfg.sharing_quick else sharing.SharingConfig()
+        results["sharing"] = sharing.measure(url, size, log, cluster.url(user="postgres"))
+        log("sharing section (issue #10) measured")
         if cfg.pyodide:  # whole requests' CPU under CPython and Pyodide (bench/request_cpu.py)
             import request_cpu
 
@@ -396,6 +401,9 @@ def main() -> int:
         log(f"wrote {out / 'results.json'} (section {args.only} only)")
         return 0
     report.write(results, out)
+    if "sharing" in results:  # its own section, drawn by bench/sharing.py
+        path = out / "RESULTS.md"
+        path.write_text(sharing.splice(path.read_text(), sharing.section(results["sharing"])))
     log(f"wrote {out / 'RESULTS.md'}, {out / 'results.png'}, {out / 'results.json'}")
     return 0
 
