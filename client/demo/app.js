@@ -134,11 +134,36 @@ async function render() {
   document.body.classList.toggle('offline', !online);
 
   const names = new Map(st.projects.map((p) => [p.id, p]));
+  const me = st.userId;
+  // A project owned by someone else is here because they shared it: marked, and my role shown.
+  const myRole = (p) => st.members.find((m) => m.projectId === p.id && m.userId === me)?.role ?? 'member';
   $('projects').replaceChildren(
-    ...st.projects.map((p) =>
-      el('span', { className: 'chip', title: p.id }, el('i', { style: `background:${p.color || '#94a3b8'}` }), p.name,
-        el('button', { className: 'x', title: 'delete project', textContent: '×', onclick: () => act('deleteProject', { projectId: p.id }) })),
-    ),
+    ...st.projects.map((p) => {
+      const mine = p.userId === me;
+      const chip = el('span', { className: mine ? 'chip' : 'chip shared', title: p.id }, el('i', { style: `background:${p.color || '#94a3b8'}` }), p.name,
+        mine
+          ? el('button', { className: 'x', title: 'delete project', textContent: '×', onclick: () => act('deleteProject', { projectId: p.id }) })
+          : el('small', { className: 'badge', textContent: `shared · ${myRole(p)}` }));
+      chip.dataset.project = p.name;
+      chip.dataset.shared = String(!mine);
+      return chip;
+    }),
+  );
+  const owned = st.projects.filter((p) => p.userId === me);
+  const shareSel = $('share-project');
+  const shareChosen = shareSel.value;
+  shareSel.replaceChildren(...owned.map((p) => el('option', { value: p.id, textContent: p.name })));
+  if (owned.some((p) => p.id === shareChosen)) shareSel.value = shareChosen;
+  $('members').replaceChildren(
+    ...st.members.map((m) => {
+      const p = names.get(m.projectId);
+      const li = el('li', { textContent: `${p?.name ?? m.projectId.slice(0, 8)}: ${m.userId === me ? 'me' : m.userId} (${m.role}) ` });
+      // only the owner manages members; the server refuses anyone else's change
+      if (p?.userId === me) li.append(el('button', { className: 'x', title: 'remove member', textContent: '×', onclick: () => act('removeMember', { memberRowId: m.id }) }));
+      li.dataset.member = m.userId;
+      li.dataset.role = m.role;
+      return li;
+    }),
   );
   const sel = $('todo-project');
   const chosen = sel.value;
@@ -243,6 +268,13 @@ async function start() {
     const colors = ['#ef4444', '#f59e0b', '#10b981', '#3b82f6', '#8b5cf6', '#ec4899'];
     act('addProject', { name: e.target.name.value.trim(), color: colors[Math.floor(Math.random() * colors.length)] });
     e.target.reset();
+  });
+  $('share-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    const f = e.target;
+    if (!f.project.value) return setStatus('share: create a project of your own first', 'error');
+    act('addMember', { projectId: f.project.value, memberId: f.member.value.trim().toLowerCase(), role: f.role.value });
+    f.member.value = '';
   });
   $('todo-form').addEventListener('submit', (e) => {
     e.preventDefault();

@@ -58,6 +58,7 @@ function state() {
     storage,
     userId,
     projects: rows('SELECT * FROM projects ORDER BY name, id'),
+    members: rows('SELECT * FROM projectMembers ORDER BY projectId, userId'),
     todos: rows('SELECT * FROM todos ORDER BY coalesce(position, 1e300), updatedAt, id'),
     settings: rows('SELECT * FROM userSettings WHERE userId = ?', [userId])[0] ?? null,
     pending: pendingCount(db),
@@ -94,6 +95,17 @@ const methods = {
       db.exec({ sql: 'UPDATE todos SET projectId = NULL, updatedAt = ? WHERE projectId = ?', bind: [now(), projectId] });
       db.exec({ sql: 'DELETE FROM projects WHERE id = ?', bind: [projectId] });
     });
+  },
+  // Sharing: a member row names the project and the member; only the project's owner may
+  // write it (the server refuses anyone else's as `forbidden`, and the kit keeps the refusal).
+  addMember({ projectId, memberId, role }) {
+    // (project, member) is unique on the server: a second share of one member changes the role
+    const existing = db.selectValue('SELECT id FROM projectMembers WHERE projectId = ? AND userId = ?', [projectId, memberId]);
+    if (existing) db.exec({ sql: 'UPDATE projectMembers SET role = ?, updatedAt = ? WHERE id = ?', bind: [role, now(), existing] });
+    else db.exec({ sql: 'INSERT INTO projectMembers (id, projectId, userId, role, updatedAt) VALUES (?, ?, ?, ?, ?)', bind: [id(), projectId, memberId, role, now()] });
+  },
+  removeMember({ memberRowId }) {
+    db.exec({ sql: 'DELETE FROM projectMembers WHERE id = ?', bind: [memberRowId] });
   },
   addTodo({ title, projectId }) {
     const pos = db.selectValue('SELECT coalesce(max(position), 0) + 1 FROM todos');
