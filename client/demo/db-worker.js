@@ -91,8 +91,13 @@ const methods = {
     db.exec({ sql: 'INSERT INTO projects (id, userId, name, color, updatedAt) VALUES (?, ?, ?, ?, ?)', bind: [id(), userId, name, color, now()] });
   },
   deleteProject({ projectId }) {
+    // My todos in it stay, without a project; members' todos cannot become private todos of
+    // theirs by my hand (the server would refuse it), so they go with the project and its
+    // member rows, children before the parent.
     db.transaction(() => {
-      db.exec({ sql: 'UPDATE todos SET projectId = NULL, updatedAt = ? WHERE projectId = ?', bind: [now(), projectId] });
+      db.exec({ sql: 'UPDATE todos SET projectId = NULL, updatedAt = ? WHERE projectId = ? AND userId = ?', bind: [now(), projectId, userId] });
+      db.exec({ sql: 'DELETE FROM todos WHERE projectId = ?', bind: [projectId] });
+      db.exec({ sql: 'DELETE FROM projectMembers WHERE projectId = ?', bind: [projectId] });
       db.exec({ sql: 'DELETE FROM projects WHERE id = ?', bind: [projectId] });
     });
   },
