@@ -47,7 +47,7 @@ async function visible(user) {
 
 /** The owner's share form: add (or re-role) a member of a project. */
 async function share(page, project, userId, role) {
-  await page.click(`${tid('sharing')} summary`);
+  await page.locator(tid('sharing')).evaluate((d) => { d.open = true; });
   await page.selectOption(tid('share-project'), { label: project });
   await page.fill(`${tid('share-form')} input[name="member"]`, userId);
   await page.selectOption(tid('share-role'), role);
