@@ -131,8 +131,12 @@ def _check(
         if isinstance(key_value, str) and len(key_value) > MAX_KEY_LENGTH:
             raise InvalidValue(f"{key_name} is longer than {MAX_KEY_LENGTH} characters")
         owner = row.get(owner_name)
-        if owner is not None and owner_check(owner) != user:
-            raise Reject("forbidden", "the row names another user as its owner")
+        if owner is not None:
+            owner = owner_check(owner)
+            # A shared row keeps its creator as owner, and a members row names the member:
+            # the push statement decides who may write them (sql.push).
+            if owner != user and table.share is None:
+                raise Reject("forbidden", "the row names another user as its owner")
         if "updated_at" not in row:
             raise InvalidValue("updated_at is missing")
         clock, clock_text = timestamp_and_text(row["updated_at"])
@@ -153,7 +157,7 @@ def _check(
             unknown = row.keys() - names
             listed = ", ".join(sorted(_name(n) for n in unknown))[:200]
             raise Reject("unknown_column", f"columns not synced: {listed}")
-        values[owner_name] = user
+        values[owner_name] = user if owner is None or table.share is None else owner
         omitted = []
         size = 0
         try:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sync.db import Connection, Db
-from sync.schema import MISSING, Column, Registry, Table
+from sync.schema import MISSING, Column, Registry, Share, Table
 
 # format_type() names -> the registry's type names (sync.schema.TYPES).
 SQL_TYPES = {
@@ -87,6 +87,18 @@ WHERE k.contype = 'f' AND cardinality(k.conkey) = 1
   AND child.relnamespace = current_schema()::regnamespace
   AND parent.relnamespace = current_schema()::regnamespace
 ORDER BY child.relname, ca.attname
+"""
+
+# Shared tables (migrations/0005): the column holding each one's root key, its root and the
+# root's members table.
+SHARES = """
+SELECT t.table_name, coalesce(t.share_column, t.pk_column), r.root_table, rt.pk_column,
+       rt.owner_column, r.members_table, r.root_column, r.user_column, r.role_column,
+       to_json(r.writer_roles)::text
+FROM sync_tables t
+JOIN sync_roots r ON r.root_table = t.share_root
+JOIN sync_tables rt ON rt.table_name = r.root_table
+ORDER BY t.table_name
 """
 
 # Constant defaults, as pg_get_expr prints them: the server fills them into a new row
@@ -176,10 +188,34 @@ def load(db: Db | Connection) -> Loaded:
     """Reads sync_tables and the catalog. Run it inside a transaction where Hyperdrive
     may sit in between (its query cache answers reads outside one)."""
     stamp = db.run(STAMP)[0][0]
-    return build(db.run(COLUMNS) or [], db.run(FOREIGN_KEYS) or [], stamp)
+    return build(db.run(COLUMNS) or [], db.run(FOREIGN_KEYS) or [], stamp, db.run(SHARES) or [])
 
 
-def build(columns: list[list[Any]], foreign_keys: list[list[Any]], stamp: str | None) -> Loaded:
+def _shares(rows: list[list[Any]]) -> dict[str, Share]:
+    shares = {}
+    for table, column, root, root_key, root_owner, members, m_root, m_user, m_role, writers in rows:
+        kind = "root" if table == root else "members" if table == members else "shared"
+        shares[table] = Share(
+            kind,
+            column,
+            root,
+            root_key,
+            root_owner,
+            members,
+            m_root,
+            m_user,
+            m_role,
+            tuple(json.loads(writers)),
+        )
+    return shares
+
+
+def build(
+    columns: list[list[Any]],
+    foreign_keys: list[list[Any]],
+    stamp: str | None,
+    shares: list[list[Any]] = (),  # type: ignore[assignment]
+) -> Loaded:
     specs: dict[str, dict[str, Any]] = {}
     notes: list[Note] = []
     for table, pk, owner, exists, name, sql_type, not_null, default in columns:
@@ -206,6 +242,7 @@ def build(columns: list[list[Any]], foreign_keys: list[list[Any]], stamp: str | 
     references: dict[str, dict[str, str]] = {}
     for child, column, parent in foreign_keys:
         references.setdefault(child, {})[column] = parent
+    shared = _shares(list(shares))
     tables = []
     for name, spec in sorted(specs.items()):
         if not spec["exists"]:
@@ -221,6 +258,7 @@ def build(columns: list[list[Any]], foreign_keys: list[list[Any]], stamp: str | 
                     primary_key=spec["pk"],
                     owner=spec["owner"],
                     references=references.get(name, {}),
+                    share=shared.get(name),
                 )
             )
         except ValueError as error:
@@ -323,7 +361,7 @@ class Source:
         loaded = self._loaded
         if loaded is not None and loaded.stamp == stamp:
             return loaded
-        loaded = build(db.run(COLUMNS), db.run(FOREIGN_KEYS), stamp)
+        loaded = build(db.run(COLUMNS), db.run(FOREIGN_KEYS), stamp, db.run(SHARES) or [])
         with self._lock:
             # A request whose snapshot predates a migration reads the older registry for
             # itself, but does not put it back over a newer one other requests use.

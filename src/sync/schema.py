@@ -319,6 +319,26 @@ class Column:
 
 
 @dataclass(frozen=True)
+class Share:
+    """How a shared table's rows reach users other than their owner (migrations/0005):
+    through `column`, the row's root key, to a row of the root table, seen by the root's
+    owner and by the users its members table lists. `kind`: "root" (the root table itself:
+    `column` is its key), "members" (the members table) or "shared" (rows whose `column`
+    is NULL stay private to their owner)."""
+
+    kind: str
+    column: str
+    root: str
+    root_key: str
+    root_owner: str
+    members: str
+    member_root: str
+    member_user: str
+    member_role: str
+    writers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Table:
     """A synced table. `references` maps its foreign-key columns to the synced tables they
     point at: those apply first, and a reference to another user's row is refused."""
@@ -328,6 +348,7 @@ class Table:
     primary_key: str
     owner: str = "user_id"
     references: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+    share: Share | None = None
     by_name: dict[str, Column] = field(init=False, repr=False, compare=False)
     names: frozenset[str] = field(init=False, repr=False, compare=False)
     # The columns a row's values fill: all but the key, the owner and the clock, which

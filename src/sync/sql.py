@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sync.schema import Column, Table
+from sync.schema import Column, Share, Table
 from sync.settings import Settings
 
 BEGIN = "BEGIN"
@@ -152,6 +152,7 @@ class Group:
     no_echo: list[str]
 
 
+ORD = "sync ord"  # a pulled row's place in the page order (not a registry identifier)
 TID = "sync tid"  # the ctid a RETURNING reports (not a registry identifier: it has a space)
 
 
@@ -170,13 +171,23 @@ def _upsert(table: Table, source: str, partial: bool, refs_ok: str, usr: str) ->
         for c in table.columns
         if c.name not in (table.primary_key, table.owner)
     )
-    conditions = [
-        f"r.{pk} NOT IN (SELECT k FROM o_{table.name})",
-        refs_ok,
+    tombstone = (
         "NOT EXISTS (SELECT 1 FROM sync_tombstones t "
         f"WHERE t.table_name = {literal(table.name)} AND t.pk = r.{pk}::text "
-        f"AND t.user_id = r.{owner} AND t.updated_at >= r.updated_at)",
-    ]
+        f"AND t.user_id = r.{owner} AND t.updated_at >= r.updated_at)"
+    )
+    may_update = f"s.{owner} = excluded.{owner}"
+    if table.share is not None:
+        # Another user's tombstone counts too, but only for a key no row holds: a row that
+        # left someone's view leaves them a tombstone while it lives on.
+        tombstone = (
+            f"(EXISTS (SELECT 1 FROM {name} z WHERE z.{pk} = r.{pk}) OR NOT EXISTS ("
+            "SELECT 1 FROM sync_tombstones t "
+            f"WHERE t.table_name = {literal(table.name)} AND t.pk = r.{pk}::text "
+            "AND t.updated_at >= r.updated_at))"
+        )
+        may_update = may_write(table, "s", usr)  # again, on the row the conflict found
+    conditions = [f"r.{pk} NOT IN (SELECT k FROM o_{table.name})", refs_ok, tombstone]
     if partial:
         data = {c.name for c in table.data_columns}
         picked = ", ".join(
@@ -200,13 +211,79 @@ def _upsert(table: Table, source: str, partial: bool, refs_ok: str, usr: str) ->
         f"INSERT INTO {name} AS s ({cols}) SELECT {picked} FROM {source} r {stored}"
         f"WHERE {' AND '.join(conditions)} ORDER BY r.{pk} "
         f"ON CONFLICT ({pk}) DO UPDATE SET {updates} "
-        f"WHERE s.{owner} = excluded.{owner} AND s.updated_at < excluded.updated_at "
+        f"WHERE {may_update} AND s.updated_at < excluded.updated_at "
         f"RETURNING s.ctid AS {q(TID)}, {returning}"
     )
 
 
+def mine(table: Table, alias: str, name: str, usr: str) -> str:
+    """A stored row the push may change: the caller's, or for a shared table one that
+    is not among the batch's forbidden keys (o_<name>)."""
+    if table.share is None:
+        return f"{alias}.{q(table.owner)} = {usr}"
+    return f"{alias}.{q(table.primary_key)} NOT IN (SELECT k FROM o_{name})"
+
+
 def user_id(user: str) -> str:
     return f"CAST({text_value(user)} AS uuid)"
+
+
+def root_sets(share: Share, usr: str) -> dict[str, str]:
+    """CTEs naming a user's root keys, by what they may do: own (the root's owner), write
+    (owner, or a member in a writer role), see (owner, or any member)."""
+    root, key, owner = q(share.root), q(share.root_key), q(share.root_owner)
+    mine = f"SELECT s.{key} AS k FROM {root} s WHERE s.{owner} = {usr}"
+    member = (
+        f"SELECT m.{q(share.member_root)} FROM {q(share.members)} m "
+        f"WHERE m.{q(share.member_user)} = {usr}"
+    )
+    writers = "ARRAY[" + ", ".join(text_value(w) for w in share.writers) + "]::text[]"
+    return {
+        f"ro_{share.root}": mine,
+        f"rw_{share.root}": f"{mine} UNION {member} AND m.{q(share.member_role)} = ANY({writers})"
+        if share.writers
+        else mine,
+        f"rv_{share.root}": f"{mine} UNION {member}",
+    }
+
+
+def may_write(table: Table, alias: str, usr: str, batch_roots: str = "") -> str:
+    """SQL true when the user may write the row `alias` (stored, or as the push would
+    store it): the owner of a private row; for a shared row, the root's owner or a writer
+    member; for a members row, the root's owner; for a root row, its owner."""
+    share, owner = table.share, f"{alias}.{q(table.owner)}"
+    if share is None or share.kind == "root":
+        return f"{owner} = {usr}"
+    scope = f"{alias}.{q(share.column)}"
+    # `batch_roots`: a query of the root keys this push inserts or updates as their owner.
+    fresh = f" OR {scope} IN ({batch_roots})" if batch_roots else ""
+    if share.kind == "members":
+        return f"({scope} IN (SELECT k FROM ro_{share.root}){fresh})"
+    return (
+        f"(({scope} IS NULL AND {owner} = {usr}) OR {scope} IN (SELECT k FROM rw_{share.root})"
+        f"{fresh})"
+    )
+
+
+def may_see(table: Table, alias: str, usr: str) -> str:
+    """SQL true when the user sees the row `alias` (see migrations/0005)."""
+    share, owner = table.share, f"{alias}.{q(table.owner)}"
+    if share is None:
+        return f"{owner} = {usr}"
+    scope = f"{alias}.{q(share.column)}"
+    seen = f"{scope} IN (SELECT k FROM rv_{share.root})"
+    return seen if share.kind != "shared" else f"(({scope} IS NULL AND {owner} = {usr}) OR {seen})"
+
+
+def _root_ctes(tables: Iterable[Table], usr: str, names: Sequence[str]) -> list[str]:
+    """The root_sets CTEs named in `names` that the tables' shares need, once each."""
+    out: dict[str, str] = {}
+    for t in tables:
+        if t.share is not None:
+            for name, body in root_sets(t.share, usr).items():
+                if name.split("_", 1)[0] in names:
+                    out.setdefault(name, f"{name} AS MATERIALIZED ({body})")
+    return list(out.values())
 
 
 def push(groups: Sequence[Group], tables: dict[str, Table], user: str) -> str:
@@ -231,15 +308,18 @@ def push(groups: Sequence[Group], tables: dict[str, Table], user: str) -> str:
     Rows are sorted by key in every statement, so concurrent pushes lock in one order.
     It sets echo_setting / settle_setting for the pull statement that follows."""
     usr = user_id(user)
-    ctes: list[str] = []
+    ctes: list[str] = _root_ctes((g.table for g in groups), usr, ("ro", "rw", "rv"))
     reads: list[str] = []  # the final UNION ALL, in execution order
     finals: list[str] = []  # set_config calls, after everything else
     upserted: dict[str, list[str]] = {}  # table -> CTEs whose RETURNING has its applied keys
+    fresh: dict[str, list[str]] = {}  # root table -> its row CTEs in this push (f, p)
     for g in groups:
         t, i = g.table, g.table.name
         pk, owner, name = q(t.primary_key), q(t.owner), q(t.name)
         key_type = t.key_column.type
         sources = []
+        if t.share is not None and t.share.kind == "root":
+            fresh[i] = [src for src, rows in (("f", g.full), ("p", g.partial)) if rows]
         if g.full:
             ctes.append(
                 f"f_{i} AS MATERIALIZED (SELECT * FROM jsonb_to_recordset("
@@ -259,15 +339,52 @@ def push(groups: Sequence[Group], tables: dict[str, Table], user: str) -> str:
             )
             sources.append(f"SELECT {pk} AS k FROM d_{i}")
         ctes.append(f"k_{i} AS MATERIALIZED ({' UNION ALL '.join(sources)})")
-        ctes.append(
-            f"o_{i} AS MATERIALIZED (SELECT s.{pk} AS k FROM {name} s "
-            f"WHERE s.{pk} IN (SELECT k FROM k_{i}) AND s.{owner} <> {usr})"
-        )
+        if t.share is None:
+            forbidden = (
+                f"SELECT s.{pk} AS k FROM {name} s "
+                f"WHERE s.{pk} IN (SELECT k FROM k_{i}) AND s.{owner} <> {usr}"
+            )
+        else:
+            # Stored rows the caller may not write, and rows it may not write as sent:
+            # into a root it may not write, or naming an owner other than itself or the
+            # stored row's (a shared row keeps its creator).
+            forbidden = (
+                f"SELECT s.{pk} AS k FROM {name} s "
+                f"WHERE s.{pk} IN (SELECT k FROM k_{i}) AND NOT {may_write(t, 's', usr)}"
+            )
+            root = t.share.root
+            batch_roots = " UNION ALL ".join(
+                f"SELECT {q(tables[root].primary_key)} FROM {src}_{root} "
+                f"WHERE {q(tables[root].primary_key)} NOT IN (SELECT k FROM o_{root})"
+                for src in fresh.get(root, ())
+            )
+            for src, rows in (("f", g.full), ("p", g.partial)):
+                if rows:
+                    named = (
+                        f" OR (r.{owner} <> {usr} AND r.{owner} IS DISTINCT FROM s.{owner})"
+                        if t.share.kind == "shared"
+                        else ""
+                    )
+                    # A root the caller does not see is left to the reference check, which
+                    # refuses it as it refuses a root that does not exist: no code tells
+                    # them apart.
+                    scope = f"r.{q(t.share.column)}"
+                    seen = (
+                        f"({scope} IS NULL OR {scope} IN (SELECT k FROM rv_{root}))"
+                        if t.share.kind != "root"
+                        else "true"
+                    )
+                    forbidden += (
+                        f" UNION SELECT r.{pk} FROM {src}_{i} r LEFT JOIN {name} s "
+                        f"ON s.{pk} = r.{pk} WHERE (NOT {may_write(t, 'r', usr, batch_roots)} "
+                        f"AND {seen}){named}"
+                    )
+        ctes.append(f"o_{i} AS MATERIALIZED ({forbidden})")
         reads.append(f"SELECT 'o', {literal(i)}, k::text, NULL FROM o_{i}")
         if g.deletes:
             ctes.append(
                 f"l_{i} AS MATERIALIZED (SELECT s.{pk} AS k, s.updated_at FROM {name} s "
-                f"WHERE s.{pk} IN (SELECT {pk} FROM d_{i}) AND s.{owner} = {usr} "
+                f"WHERE s.{pk} IN (SELECT {pk} FROM d_{i}) AND {mine(t, 's', i, usr)} "
                 f"ORDER BY s.{pk} FOR UPDATE)"
             )
             reads.append(f"SELECT 'l', {literal(i)}, count(*)::text, NULL FROM l_{i}")
@@ -286,9 +403,12 @@ def push(groups: Sequence[Group], tables: dict[str, Table], user: str) -> str:
             )
             ptable = tables[parent]
             ppk, powner = q(ptable.primary_key), q(ptable.owner)
+            usable = f"s.{powner} = {usr}"
+            if t.share is not None and t.share.kind == "shared" and column == t.share.column:
+                usable = f"s.{ppk} IN (SELECT k FROM rw_{parent})"  # a root it may write
             ctes.append(
                 f"{cte} AS MATERIALIZED (SELECT s.{ppk} AS k FROM {q(parent)} s "
-                f"WHERE s.{ppk} IN ({referenced}) AND s.{powner} = {usr} FOR KEY SHARE OF s)"
+                f"WHERE s.{ppk} IN ({referenced}) AND {usable} FOR KEY SHARE OF s)"
             )
             reads.append(f"SELECT 'k', {literal(i)}, count(*)::text, NULL FROM {cte}")
             ok = [f"r.{col} IS NULL", f"r.{col} IN (SELECT k FROM {cte})"]
@@ -344,7 +464,7 @@ def push(groups: Sequence[Group], tables: dict[str, Table], user: str) -> str:
         )
         ctes.append(
             f"x_{i} AS (DELETE FROM {name} s USING d_{i} r WHERE s.{pk} = r.{pk} "
-            f"AND s.{owner} = {usr} AND s.updated_at < r.updated_at RETURNING 1)"
+            f"AND {mine(t, 's', i, usr)} AND s.updated_at < r.updated_at RETURNING 1)"
         )
         reads.append(f"SELECT 'd', {literal(i)}, count(*)::text, NULL FROM b_{i}")
         reads.append(f"SELECT 'x', {literal(i)}, count(*)::text, NULL FROM x_{i}")
@@ -425,11 +545,28 @@ def pull(tables: tuple[Table, ...], given: PullInput) -> str:
         snapshot = f"CAST({text_value(given.upto)} AS pg_snapshot)"
     seen = f"CAST({text_value(given.seen)} AS pg_snapshot)"
     ctes = [f"cur AS (SELECT {snapshot} AS snap, {own} AS own)"]
-    window = (
-        f"x.sync_xid >= CAST({text_value(given.seen.split(':', 1)[0])} AS xid8) "
-        f"AND NOT pg_visible_in_snapshot(x.sync_xid, {seen}) "
-        "AND pg_visible_in_snapshot(x.sync_xid, cur.snap) "
-    )
+    xmin = f"CAST({text_value(given.seen.split(':', 1)[0])} AS xid8)"
+
+    def changed(alias: str) -> str:
+        """The row's transaction is in the window: not seen before, seen now."""
+        return (
+            f"{alias}.sync_xid >= {xmin} AND NOT pg_visible_in_snapshot({alias}.sync_xid, {seen}) "
+            f"AND pg_visible_in_snapshot({alias}.sync_xid, cur.snap) "
+        )
+
+    window = changed("x")
+    ctes += _root_ctes(tables, usr, ("rv",))
+    for root in sorted(
+        {t.share.root: t.share for t in tables if t.share is not None}.values(),
+        key=lambda share: share.root,
+    ):
+        # Move-in: the caller's membership rows written in the window. Every row of their
+        # root is delivered, however old, at the membership's place in the page order.
+        ctes.append(
+            f"vm_{root.root} AS MATERIALIZED (SELECT DISTINCT ON (k) k, moved FROM ("
+            f"SELECT m.{q(root.member_root)} AS k, m.sync_xid AS moved FROM {q(root.members)} m, "
+            f"cur WHERE m.{q(root.member_user)} = {usr} AND {changed('m')}) a ORDER BY k, moved)"
+        )
     settles, branches = [], []
     for t in tables:
         i, pk, owner, name = t.name, q(t.primary_key), q(t.owner), q(t.name)
@@ -454,10 +591,10 @@ def pull(tables: tuple[Table, ...], given: PullInput) -> str:
                 f"SELECT 0 AS part, {literal(i)}::text AS tbl, CASE "
                 f"WHEN s.{pk} IS NULL THEN CASE WHEN tb.pk IS NULL THEN 'none' "
                 "WHEN tb.sync_xid = c.own THEN 'own' ELSE 'tomb' END "
-                f"WHEN s.{owner} <> {usr} THEN 'other' "
+                f"WHEN NOT {may_see(t, 's', usr)} THEN 'other' "
                 "WHEN s.sync_xid = c.own THEN 'own' ELSE 'row' END AS kind, "
                 "k.k AS pk, NULL::xid8 AS xid, "
-                f"CASE WHEN s.{owner} = {usr} AND s.sync_xid IS DISTINCT FROM c.own "
+                f"CASE WHEN {may_see(t, 's', usr)} AND s.sync_xid IS DISTINCT FROM c.own "
                 f"THEN {row_json(t, 's')} END AS row, "
                 f"CASE WHEN s.{pk} IS NULL THEN to_char(tb.updated_at AT TIME ZONE 'UTC', "
                 f"{ISO_UTC}) END AS at "
@@ -475,13 +612,40 @@ def pull(tables: tuple[Table, ...], given: PullInput) -> str:
         )
         # JSON is built outside the LIMIT: when the planner sorts a user's rows instead
         # of reading the index in order, it would otherwise build it for every row.
+        bound = f"(CAST({text_value(xid)} AS xid8), {bound_key})"
+        limit = f"ORDER BY {q(ORD)}, {sort_key(t, 'x')} LIMIT {int(given.limit)}"
+        if t.share is None:
+            chosen = (
+                f"SELECT x.*, x.sync_xid AS {q(ORD)} FROM {name} x, cur "
+                f"WHERE x.{owner} = {usr} AND {window}{no_echo}"
+                f"AND (x.sync_xid, {sort_key(t, 'x')}) > {bound} {limit}"
+            )
+        else:
+            # Three parts, each read in its index's order: private rows (scope NULL), rows
+            # changed in the window in roots the caller sees and did not just move into,
+            # and every row of the roots it moved into (at the membership's place).
+            share = t.share
+            scope, root = f"x.{q(share.column)}", share.root
+            parts = [
+                f"SELECT x.*, x.sync_xid AS {q(ORD)} FROM {name} x, cur "
+                f"WHERE {scope} IN (SELECT k FROM rv_{root}) "
+                f"AND {scope} NOT IN (SELECT k FROM vm_{root}) AND {window}{no_echo}"
+                f"AND (x.sync_xid, {sort_key(t, 'x')}) > {bound} {limit}",
+                f"SELECT x.*, v.moved AS {q(ORD)} FROM {name} x JOIN vm_{root} v "
+                f"ON {scope} = v.k, cur WHERE pg_visible_in_snapshot(x.sync_xid, cur.snap) "
+                f"{no_echo}AND (v.moved, {sort_key(t, 'x')}) > {bound} {limit}",
+            ]
+            if share.kind == "shared":
+                parts.append(
+                    f"SELECT x.*, x.sync_xid AS {q(ORD)} FROM {name} x, cur "
+                    f"WHERE x.{owner} = {usr} AND {scope} IS NULL AND {window}{no_echo}"
+                    f"AND (x.sync_xid, {sort_key(t, 'x')}) > {bound} {limit}"
+                )
+            chosen = f"SELECT x.* FROM ({' UNION ALL '.join(f'({p})' for p in parts)}) x {limit}"
         branches.append(
             f"(SELECT {literal(i)}::text AS tbl, 'row' AS kind, k.{pk}::text AS pk, "
-            f"k.sync_xid AS xid, {row_json(t, 'k')} AS row, NULL::text AS at "
-            f"FROM (SELECT x.* FROM {name} x, cur WHERE x.{owner} = {usr} AND {window}{no_echo}"
-            f"AND (x.sync_xid, {sort_key(t, 'x')}) > "
-            f"(CAST({text_value(xid)} AS xid8), {bound_key}) "
-            f"ORDER BY x.sync_xid, {sort_key(t, 'x')} LIMIT {int(given.limit)}) k)"
+            f"k.{q(ORD)} AS xid, {row_json(t, 'k')} AS row, NULL::text AS at "
+            f"FROM ({chosen}) k)"
         )
     names = ", ".join(literal(t.name) for t in tables)
     tomb_echo = ""
@@ -494,13 +658,24 @@ def pull(tables: tuple[Table, ...], given: PullInput) -> str:
             "AND (x.sync_xid IS DISTINCT FROM cur.own "
             "OR x.ctid NOT IN (SELECT e FROM e_tombstones)) "
         )
+    visible = []  # a tombstone is never sent for a key the caller sees (sync_track)
+    for t in tables:
+        if t.share is not None:
+            cast = (
+                f"CASE WHEN x.table_name = {literal(t.name)} "
+                f"THEN CAST(x.pk AS {t.key_column.type}) END"
+            )
+            visible.append(
+                f"AND NOT EXISTS (SELECT 1 FROM {q(t.name)} s WHERE s.{q(t.primary_key)} = {cast} "
+                f"AND {may_see(t, 's', usr)}) "
+            )
     axid, atable, akey = given.after
     branches.append(
         "(SELECT x.table_name, 'tomb', x.pk, x.sync_xid, NULL::jsonb, "
         f"to_char(x.updated_at AT TIME ZONE 'UTC', {ISO_UTC}) "
         f"FROM sync_tombstones x, cur WHERE x.user_id = {usr} "
         f"AND {'false' if given.initial else 'true'} AND x.table_name IN ({names}) "
-        f"AND {window}{tomb_echo}"
+        f"AND {window}{tomb_echo}{''.join(visible)}"
         'AND (x.sync_xid, x.table_name COLLATE "C", x.pk COLLATE "C") > '
         f"(CAST({text_value(axid)} AS xid8), {text_value(atable)}, {text_value(akey)}) "
         'ORDER BY x.sync_xid, x.table_name COLLATE "C", x.pk COLLATE "C" '

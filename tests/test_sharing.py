@@ -1,0 +1,326 @@
+"""Sharing (migrations/0005, the example's project_members): move-in, move-out, who may
+write what, and the cursor for access changes — through the sync endpoint and by direct
+SQL, as an attacker would try it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import user_id
+from helpers import at, change, new_id, project, todo
+
+KEYS = {"user_settings": "user_id"}
+
+
+class Device:
+    """One device of a user: the tables as the client kit would hold them."""
+
+    def __init__(self, api: Any, user: str) -> None:
+        self.api, self.user, self.cursor = api, user, None
+        self.tables: dict[str, dict[str, dict]] = {}
+
+    def sync(self, changes: list[dict] | None = None) -> dict[str, Any]:
+        """One request, then pulls until hasMore is false; returns the first answer."""
+        first = None
+        while True:
+            body = self.api.ok(self.user, changes, self.cursor)
+            changes = None
+            first = first or body
+            for entry in body["pulledChanges"]:
+                rows = self.tables.setdefault(entry["table"], {})
+                key = entry["row"][KEYS.get(entry["table"], "id")]
+                if entry["op"] == "upsert":
+                    rows[key] = entry["row"]
+                else:
+                    rows.pop(key, None)
+            self.cursor = body["newServerTimestamp"]
+            if not body["hasMore"]:
+                return first
+
+    def ids(self, table: str) -> set[str]:
+        return set(self.tables.get(table, {}))
+
+
+def member(mid: str, pid: str, user: str, role: str, clock: float) -> dict[str, Any]:
+    return {"id": mid, "project_id": pid, "user_id": user, "role": role, "updated_at": at(clock)}
+
+
+def codes(body: dict[str, Any]) -> list[str]:
+    return [r["code"] for r in body["rejected"]]
+
+
+@pytest.fixture
+def shared(api):
+    """An owner's project with two todos, and a device for the owner."""
+    owner = Device(api, user_id())
+    pid, todos = new_id(), [new_id(), new_id()]
+    body = owner.sync(
+        [change("projects", "insert", project(pid, "home", 0))]
+        + [
+            change("todos", "insert", todo(t, f"t{k}", 0, project_id=pid))
+            for k, t in enumerate(todos)
+        ]
+    )
+    assert body["rejected"] == []
+    return owner, pid, todos
+
+
+def add(owner: Device, pid: str, user: str, role: str = "editor", clock: float = 1) -> str:
+    mid = new_id()
+    body = owner.sync([change("project_members", "insert", member(mid, pid, user, role, clock))])
+    assert body["rejected"] == [], body
+    return mid
+
+
+def test_move_in_delivers_the_project_its_todos_and_members_however_old(api, shared):
+    owner, pid, todos = shared
+    guest = Device(api, user_id())
+    guest.sync()
+    assert guest.ids("todos") == set() and guest.ids("projects") == set()
+    mid = add(owner, pid, guest.user)
+    guest.sync()
+    assert guest.ids("projects") == {pid}
+    assert guest.ids("todos") == set(todos)
+    assert guest.ids("project_members") == {mid}
+    assert guest.tables["todos"][todos[0]]["user_id"] == owner.user  # the creator's, kept
+
+
+def test_an_editor_edits_and_adds_todos_and_the_owner_gets_them(api, shared):
+    owner, pid, todos = shared
+    editor = Device(api, user_id())
+    add(owner, pid, editor.user)
+    editor.sync()
+    row = dict(editor.tables["todos"][todos[0]], title="edited", updated_at=at(5))
+    new = new_id()
+    body = editor.sync(
+        [
+            change("todos", "update", row),
+            change("todos", "insert", todo(new, "mine", 5, project_id=pid, user_id=editor.user)),
+        ]
+    )
+    assert body["rejected"] == []
+    owner.sync()
+    assert owner.tables["todos"][todos[0]]["title"] == "edited"
+    assert owner.tables["todos"][todos[0]]["user_id"] == owner.user
+    assert owner.tables["todos"][new]["user_id"] == editor.user
+    # The editor deletes the owner's todo; the owner's device loses it.
+    body = editor.sync([change("todos", "delete", {"id": todos[1], "updated_at": at(6)})])
+    assert body["rejected"] == []
+    owner.sync()
+    assert todos[1] not in owner.ids("todos")
+
+
+def test_a_viewer_cannot_write(api, shared):
+    owner, pid, todos = shared
+    viewer = Device(api, user_id())
+    add(owner, pid, viewer.user, "viewer")
+    viewer.sync()
+    row = dict(viewer.tables["todos"][todos[0]], title="viewer was here", updated_at=at(5))
+    body = viewer.sync(
+        [
+            change("todos", "update", row),
+            change("todos", "insert", todo(new_id(), "x", 5, project_id=pid)),
+            change("todos", "delete", {"id": todos[1], "updated_at": at(6)}),
+        ]
+    )
+    assert codes(body) == ["forbidden"] * 3
+    assert viewer.tables["todos"][todos[0]]["title"] == "t0"  # the server's row came back
+    assert todos[1] in viewer.ids("todos")
+    owner.sync()
+    assert owner.tables["todos"][todos[0]]["title"] == "t0"
+
+
+def test_only_the_owner_renames_the_project_and_manages_members(api, shared):
+    owner, pid, _ = shared
+    editor = Device(api, user_id())
+    mid = add(owner, pid, editor.user)
+    editor.sync()
+    stranger = user_id()
+    attempts = [
+        change(
+            "projects",
+            "update",
+            dict(editor.tables["projects"][pid], name="mine", updated_at=at(5)),
+        ),
+        change("project_members", "insert", member(new_id(), pid, stranger, "editor", 5)),
+        change("project_members", "update", member(mid, pid, editor.user, "editor", 6)),
+        change("project_members", "delete", {"id": mid, "updated_at": at(7)}),
+        change("projects", "delete", {"id": pid, "updated_at": at(8)}),
+    ]
+    body = editor.sync(attempts)
+    assert codes(body) == ["forbidden"] * len(attempts)
+    assert api.pull_all(stranger)[0] == []
+
+
+def test_a_member_cannot_move_a_todo_into_a_project_they_are_not_in(api, shared):
+    owner, pid, todos = shared
+    editor = Device(api, user_id())
+    add(owner, pid, editor.user)
+    editor.sync()
+    other = Device(api, user_id())
+    elsewhere = new_id()
+    other.sync([change("projects", "insert", project(elsewhere, "theirs", 0))])
+    row = dict(editor.tables["todos"][todos[0]], project_id=elsewhere, updated_at=at(5))
+    # Refused as a reference to no project at all would be: nothing says it exists.
+    body = editor.sync([change("todos", "update", row)])
+    assert codes(body) == ["constraint_violation"]
+    new = todo(new_id(), "sneak", 5, project_id=elsewhere)
+    assert codes(editor.sync([change("todos", "insert", new)])) == ["constraint_violation"]
+    # Into a project they only view: forbidden.
+    viewed = new_id()
+    other.sync([change("projects", "insert", project(viewed, "viewed", 0))])
+    add(other, viewed, editor.user, "viewer")
+    row = dict(row, project_id=viewed, updated_at=at(6))
+    assert codes(editor.sync([change("todos", "update", row)])) == ["forbidden"]
+    other.sync()
+    assert other.ids("todos") == set()
+
+
+def test_a_pushed_row_may_not_name_another_creator(api, shared):
+    owner, pid, _ = shared
+    editor = Device(api, user_id())
+    add(owner, pid, editor.user)
+    forged = todo(new_id(), "forged", 5, project_id=pid, user_id=owner.user)
+    assert codes(editor.sync([change("todos", "insert", forged)])) == ["forbidden"]
+
+
+def test_non_members_see_nothing_and_cannot_write(api, shared):
+    owner, pid, todos = shared
+    stranger = Device(api, user_id())
+    stranger.sync()
+    body = stranger.sync(
+        [
+            change("todos", "update", todo(todos[0], "mine now", 9, project_id=pid)),
+            change("todos", "insert", todo(new_id(), "in", 9, project_id=pid)),
+            change("project_members", "insert", member(new_id(), pid, stranger.user, "editor", 9)),
+        ]
+    )
+    # Their key of another's row is forbidden; a project they cannot see is refused as a
+    # project that does not exist.
+    assert codes(body) == ["forbidden", "constraint_violation", "constraint_violation"]
+    assert stranger.tables.get("todos", {}) == {} and stranger.ids("projects") == set()
+    assert all(e["op"] == "delete" for e in body["pulledChanges"])  # never the content
+
+
+def test_move_out_deletes_every_row_and_refuses_writes_at_once(api, shared):
+    owner, pid, todos = shared
+    guest = Device(api, user_id())
+    mid = add(owner, pid, guest.user)
+    guest.sync()
+    kept = dict(guest.tables["todos"][todos[0]], title="offline edit", updated_at=at(9))
+    owner.sync([change("project_members", "delete", {"id": mid, "updated_at": at(8)})])
+    body = guest.sync([change("todos", "update", kept)])
+    assert codes(body) == ["forbidden"]
+    assert guest.ids("todos") == set() and guest.ids("projects") == set()
+    assert guest.ids("project_members") == set()
+    owner.sync()
+    assert owner.tables["todos"][todos[0]]["title"] == "t0"
+    assert mid not in owner.ids("project_members")
+
+
+def test_membership_by_direct_sql_moves_in_and_out(api, shared, sql):
+    owner, pid, todos = shared
+    guest = Device(api, user_id())
+    guest.sync()
+    mid = new_id()
+    sql(
+        "INSERT INTO project_members VALUES (:m, :p, :u, 'viewer', now())",
+        m=mid,
+        p=pid,
+        u=guest.user,
+    )
+    guest.sync()
+    assert guest.ids("todos") == set(todos) and guest.ids("projects") == {pid}
+    sql("DELETE FROM project_members WHERE id = :m", m=mid)
+    guest.sync()
+    assert guest.ids("todos") == set() and guest.ids("projects") == set()
+
+
+def test_a_todo_moving_to_a_project_the_member_is_not_in_leaves_their_device(api, shared):
+    owner, pid, todos = shared
+    guest = Device(api, user_id())
+    add(owner, pid, guest.user)
+    guest.sync()
+    private = new_id()
+    owner.sync([change("projects", "insert", project(private, "private", 0))])
+    moved = dict(owner.tables["todos"][todos[0]], project_id=private, updated_at=at(9))
+    assert owner.sync([change("todos", "update", moved)])["rejected"] == []
+    guest.sync()
+    assert guest.ids("todos") == {todos[1]}
+    # And back: it comes in again.
+    back = dict(moved, project_id=pid, updated_at=at(10))
+    owner.sync([change("todos", "update", back)])
+    guest.sync()
+    assert guest.ids("todos") == set(todos)
+
+
+def test_a_membership_committed_late_still_delivers_its_rows(api, shared, sql):
+    owner, pid, todos = shared
+    guest = Device(api, user_id())
+    guest.sync()
+    late = sql.connect()
+    try:
+        late.run("BEGIN")
+        late.run(
+            "INSERT INTO project_members VALUES (:m, :p, :u, 'editor', now())",
+            m=new_id(),
+            p=pid,
+            u=guest.user,
+        )
+        guest.sync()  # runs while the grant is uncommitted
+        assert guest.ids("todos") == set()
+        late.run("COMMIT")
+    finally:
+        late.close()
+    guest.sync()
+    assert guest.ids("todos") == set(todos) and guest.ids("projects") == {pid}
+
+
+def test_a_paged_move_in_delivers_every_row_and_changes_made_meanwhile(make_api):
+    api = make_api("package", PULL_PAGE_SIZE="5")
+    owner = Device(api, user_id())
+    pid = new_id()
+    ids = [new_id() for _ in range(23)]
+    owner.sync(
+        [change("projects", "insert", project(pid, "big", 0))]
+        + [change("todos", "insert", todo(i, "t", 0, project_id=pid)) for i in ids]
+    )
+    guest = Device(api, user_id())
+    guest.sync()
+    add(owner, pid, guest.user)
+    body = api.ok(guest.user, [], guest.cursor)
+    assert body["hasMore"]
+    first = {e["row"]["id"] for e in body["pulledChanges"] if e["table"] == "todos"}
+    guest.cursor = body["newServerTimestamp"]
+    for e in body["pulledChanges"]:
+        guest.tables.setdefault(e["table"], {})[e["row"]["id"]] = e["row"]
+    # Between pages: the owner edits a row already delivered and adds one.
+    edited = next(iter(first))
+    extra = new_id()
+    owner.sync(
+        [
+            change("todos", "update", todo(edited, "changed meanwhile", 5, project_id=pid)),
+            change("todos", "insert", todo(extra, "new meanwhile", 5, project_id=pid)),
+        ]
+    )
+    guest.sync()  # the rest of the move-in's pages
+    guest.sync()  # the next pull: what changed while they were read
+    assert guest.ids("todos") == {*ids, extra}
+    assert guest.tables["todos"][edited]["title"] == "changed meanwhile"
+
+
+def test_user_settings_stay_private_and_private_todos_too(api, shared):
+    owner, pid, _ = shared
+    guest = Device(api, user_id())
+    add(owner, pid, guest.user)
+    mine = new_id()
+    owner.sync(
+        [
+            change("user_settings", "insert", {"theme": "dark", "updated_at": at(3)}),
+            change("todos", "insert", todo(mine, "private", 3)),
+        ]
+    )
+    guest.sync()
+    assert guest.ids("user_settings") == set()
+    assert mine not in guest.ids("todos")
