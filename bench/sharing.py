@@ -35,6 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if __name__ == "__main__":
     sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
+from pg8000.exceptions import DatabaseError  # noqa: E402
+
 from bench import harness  # noqa: E402
 from bench.harness import Client, Server, admin  # noqa: E402
 from bench.scenarios import percentile  # noqa: E402
@@ -53,10 +55,20 @@ class SharingConfig:
     edit_batch: int = 10  # rows per edit of the writer thread during an initial sync
     edit_pause_s: float = 0.05
     rls_reps: int = 3
+    rls_cap_s: float = 120.0  # statement_timeout of one RLS page; a page over slow_s runs once
+    slow_s: float = 10.0
 
     @classmethod
     def quick(cls) -> SharingConfig:
-        return cls(projects=20, todos_per_project=10, ks=[1, 10], growth=3, reps=1, rls_reps=2)
+        return cls(
+            projects=20,
+            todos_per_project=10,
+            ks=[1, 10],
+            growth=3,
+            reps=1,
+            rls_reps=2,
+            rls_cap_s=20.0,
+        )
 
 
 def _median(values: list[float]) -> float | None:
@@ -296,29 +308,36 @@ def measure(url: str, cfg: SharingConfig, log, superuser_url: str | None = None)
         for s in subjects:
             with Editor(url, s.todo_ids, cfg.edit_batch, cfg.edit_pause_s, len(s.name)) as ed:
                 got = pull_all(server, s.client, None)
-            s.cursor = got["cursor"]
+            # Rows edited during the sync after their page was read come in the next pull
+            # (the pages end at the snapshot the first one took): one more pull, timed apart.
+            after = pull_all(server, s.client, got["cursor"])
+            s.cursor = after["cursor"]
             missing = sum(1 for i in s.todo_ids if ("todos", i) not in got["_keys"])
+            still = sum(
+                1
+                for i in s.todo_ids
+                if ("todos", i) not in got["_keys"] and ("todos", i) not in after["_keys"]
+            )
             rows = got["upserts"]
             out["initial"][s.name] = {
                 **_public(got),
                 "rows": rows,
                 "edits_during": ed.edits,
                 "missing_todos": missing,
-                "complete": missing == 0 and got["statuses"] == [200],
+                "catch_up": {k: after[k] for k in ("ms", "pages", "upserts", "deletes")},
+                "missing_after_catch_up": still,
+                "complete": still == 0 and got["statuses"] == after["statuses"] == [200],
             }
             log(
                 f"sharing: initial sync of {s.name}: {got['ms']:.0f} ms, {got['pages']} pages, "
-                f"{rows} rows, {missing} visible todos missing"
+                f"{rows} rows, {missing} visible todos not in it ({still} after one more pull)"
             )
-        # Catch up so the incremental pulls start from a quiet table
-        for s in subjects:
-            s.cursor = pull_all(server, s.client, s.cursor)["cursor"]
         out["table_todos_base"] = _count(url, "SELECT count(*) FROM todos")
         out["incremental"] = _incremental_runs(server, url, subjects, cfg, rng, "base")
         log("sharing: incremental pulls at k=" + ",".join(map(str, cfg.ks)))
         out["move"] = _moves(server, url, subjects[0], subjects[1], cfg, rng, others)
         log("sharing: move-in and move-out")
-        out["rls"] = rls_compare(url, shared, cfg.rls_reps, superuser_url)
+        out["rls"] = rls_compare(url, shared, cfg, superuser_url)
         log("sharing: derived filter against the RLS policies")
         # The table grows by rows neither user sees; the same k again
         extra = (cfg.growth - 1) * (p * t + p)
@@ -489,13 +508,15 @@ def client_roles(url: str, superuser_url: str | None) -> bool:
     return True
 
 
-def rls_compare(url: str, user: str, reps: int, superuser_url: str | None = None) -> dict:
+def rls_compare(url: str, user: str, cfg: SharingConfig, superuser_url: str | None = None) -> dict:
     """A first page and a late page (from the median transaction on) of `user`'s todos, through
     the derived filter (as the table owner) and under the policies (SET LOCAL ROLE
     authenticated + request.jwt.claims), each in a transaction rolled back (the policies are
     made inside it, so nothing of them stays); wall time of the page statement alone on the
-    local host, and whether both gave the same rows."""
-    out: dict[str, Any] = {"source": _policy_source(url), "runs": []}
+    local host, and whether both gave the same rows. A read over `slow_s` is not repeated; one
+    over `rls_cap_s` is cancelled (statement_timeout) and recorded as such."""
+    out: dict[str, Any] = {"source": _policy_source(url), "runs": [], "cap_s": cfg.rls_cap_s}
+    slow: set[tuple[str, str]] = set()
     if not client_roles(url, superuser_url):
         out["skipped"] = "no role 'authenticated' and no superuser to make it"
         return out
@@ -507,11 +528,14 @@ def rls_compare(url: str, user: str, reps: int, superuser_url: str | None = None
             u=user,
         )[0][0]
         claims = json.dumps({"sub": user, "role": "authenticated"})
-        for rep in range(reps):
+        for rep in range(cfg.rls_reps):
             for page, lower in (("first", None), ("late", mid)):
                 bound = " AND x.sync_xid >= CAST(:x AS text)::xid8" if lower is not None else ""
                 for how in ("derived", "rls"):
+                    if (page, how) in slow:
+                        continue
                     args: dict[str, Any] = {"x": str(lower)} if lower is not None else {}
+                    timed_out = False
                     con.run("BEGIN")
                     try:
                         if how == "rls":
@@ -522,17 +546,26 @@ def rls_compare(url: str, user: str, reps: int, superuser_url: str | None = None
                         else:
                             sql = PAGE.format(where=DERIVED + bound)
                             args["u"] = user
+                        con.run(f"SET LOCAL statement_timeout = {int(cfg.rls_cap_s * 1000)}")
                         started = time.perf_counter()
-                        rows = con.run(sql, **args)
+                        try:
+                            rows = con.run(sql, **args)
+                        except DatabaseError as error:
+                            if error.args[0].get("C") != "57014":  # query_canceled
+                                raise
+                            rows, timed_out = [], True
                         ms = (time.perf_counter() - started) * 1000
                     finally:
                         con.run("ROLLBACK")
+                    if timed_out or ms > cfg.slow_s * 1000:
+                        slow.add((page, how))
                     out["runs"].append(
                         {
                             "rep": rep,
                             "page": page,
                             "how": how,
-                            "ms": ms,
+                            "ms": None if timed_out else ms,
+                            "timed_out": timed_out,
                             "rows": len(rows),
                             "digest": hash(tuple(r[1] for r in rows)),
                         }
@@ -540,7 +573,7 @@ def rls_compare(url: str, user: str, reps: int, superuser_url: str | None = None
     finally:
         con.close()
     for page in ("first", "late"):
-        digests = {r["digest"] for r in out["runs"] if r["page"] == page}
+        digests = {r["digest"] for r in out["runs"] if r["page"] == page and not r["timed_out"]}
         out[f"{page}_same_rows"] = len(digests) == 1
     for r in out["runs"]:
         r.pop("digest")
@@ -588,6 +621,22 @@ def _visible_counts(url: str, user: str) -> dict[str, int]:
     }
 
 
+def _tree() -> dict[str, Any]:
+    """The commit measured, and whether src/ or migrations/ differed from it."""
+    import os
+    import subprocess
+
+    def git(*argv: str) -> str:
+        return subprocess.run(["git", *argv], capture_output=True, text=True, cwd=ROOT).stdout
+
+    dirty = git("status", "--porcelain", "--", "src", "migrations").split("\n")
+    return {
+        "commit": git("rev-parse", "--short", "HEAD").strip(),
+        "uncommitted": sorted(line[3:] for line in dirty if line.strip()),
+        "load_before": os.getloadavg()[0],
+    }
+
+
 def _analyze(url: str) -> None:
     con = admin(url)
     try:
@@ -603,6 +652,13 @@ def _num(v: float | None, digits: int = 0) -> str:
     return "\u2013" if v is None else f"{v:,.{digits}f}".replace(",", " ")
 
 
+def _timing(runs: list[dict], cap_s: float) -> str:
+    """Median of the runs' ms and how many ran; a cancelled run says so."""
+    if any(r["timed_out"] for r in runs):
+        return f"> {_num(cap_s * 1000)} (cancelled)"
+    return f"{_num(_median([r['ms'] for r in runs]), 1)} ({len(runs)} run{'s' * (len(runs) > 1)})"
+
+
 def _head(*names: str) -> str:
     return "| " + " | ".join(names) + " |\n" + "|---" * len(names) + "|"
 
@@ -612,17 +668,34 @@ def section(res: dict | None) -> str:
     head = "## Sharing (issue #10): one member of many projects, beside a private-only user\n\n"
     if not res:
         return head + "Not run (`make bench-sharing`).\n"
+    meta = res.get("meta", {})
+    tree = ""
+    if meta.get("commit"):
+        tree = (
+            f"Measured at {meta['commit']}"
+            + (
+                f" with uncommitted changes in {', '.join(meta['uncommitted'])}"
+                if meta.get("uncommitted")
+                else ""
+            )
+            + f" (load average {meta['load_before']:.1f} before; {meta['duration_s']} s). "
+        )
     cfg = res["config"]
     p, t = cfg["projects"], cfg["todos_per_project"]
     lines = [
         head,
-        f"S is a member of {_num(p)} projects of {_num(t)} todos each, owned by 10 other users; "
+        tree
+        + f"S is a member of {_num(p)} projects of {_num(t)} todos each, owned by 10 other users; "
         f"V holds as many rows privately. Seeded in SQL ({res['seed_s']} s, untimed); every "
         "figure below is requests over HTTP to the bench server on 127.0.0.1 (pooled, RTT 0), "
         "real tokens, real Postgres. *Complete* is checked against SQL: did the pull deliver "
         "every row the user may see (or every delete it must get)?\n",
         f"Visible to each, by SQL: {json.dumps(res['visible'])}.\n",
         "### Initial sync (all pages until hasMore is false), others editing meanwhile\n",
+        "The pages end at the snapshot the first page took, so a row edited after that, "
+        "before its own page was read, leaves the window and comes in the next pull: "
+        "*visible todos not in it* counts those, *next pull* is that pull, *missing after it* "
+        "must be 0.\n",
         _head(
             "user",
             "time ms",
@@ -631,7 +704,9 @@ def section(res: dict | None) -> str:
             "median page ms",
             "round trips / page",
             "edits during",
-            "missing visible todos",
+            "visible todos not in it",
+            "next pull: ms / rows",
+            "missing after it",
             "complete",
         ),
     ]
@@ -640,7 +715,8 @@ def section(res: dict | None) -> str:
             f"| {name} | {_num(r['ms'])} | {r['pages']} | {_num(r['rows'])} | "
             f"{_num(_median([m for m in r['page_ms'] if m is not None]), 1)} | "
             f"{r['round_trips_per_page']} | {r['edits_during']} | {_num(r['missing_todos'])} | "
-            f"{'yes' if r['complete'] else '**no**'} |"
+            f"{_num(r['catch_up']['ms'], 1)} / {_num(r['catch_up']['upserts'])} | "
+            f"{_num(r['missing_after_catch_up'])} | {'yes' if r['complete'] else '**no**'} |"
         )
     lines += [
         "",
@@ -705,16 +781,16 @@ def section(res: dict | None) -> str:
         "the derived filter as the table owner, against the same read with no filter under "
         f"`SET LOCAL ROLE authenticated` + `request.jwt.claims`, with {source}. *late*: from "
         "the median transaction of S's todos on.\n",
-        _head("page", "derived ms (median)", "RLS ms (median)", "rows", "same rows"),
+        _head("page", "derived filter ms", "RLS ms", "rows", "same rows"),
     ]
     if "skipped" in rls:
         lines.append(f"Not measured: {rls['skipped']}.")
     for page in ("first", "late") if "skipped" not in rls else ():
-        d = [r["ms"] for r in rls["runs"] if r["page"] == page and r["how"] == "derived"]
-        q = [r["ms"] for r in rls["runs"] if r["page"] == page and r["how"] == "rls"]
+        d = [r for r in rls["runs"] if r["page"] == page and r["how"] == "derived"]
+        q = [r for r in rls["runs"] if r["page"] == page and r["how"] == "rls"]
         rows = sorted({r["rows"] for r in rls["runs"] if r["page"] == page})
         lines.append(
-            f"| {page} | {_num(_median(d), 1)} | {_num(_median(q), 1)} | {rows} | "
+            f"| {page} | {_timing(d, rls['cap_s'])} | {_timing(q, rls['cap_s'])} | {rows} | "
             f"{'yes' if rls[f'{page}_same_rows'] else '**no**'} |"
         )
     lines += [
@@ -750,7 +826,11 @@ def main() -> int:
     with harness.postgres(durable=not args.quick) as (cluster, url):
         log(f"Postgres up on 127.0.0.1:{cluster.port}, migrated")
         res = measure(url, cfg, log, cluster.url(user="postgres"))
-    res["meta"] = {"duration_s": round(time.perf_counter() - started, 1), "quick": args.quick}
+    res["meta"] = {
+        "duration_s": round(time.perf_counter() - started, 1),
+        "quick": args.quick,
+        **_tree(),
+    }
     (out / "sharing-results.json").write_text(json.dumps(res, indent=1, default=str) + "\n")
     target = out / "RESULTS.md"
     with contextlib.suppress(FileNotFoundError):
