@@ -186,7 +186,7 @@ def test_a_pushed_row_may_not_name_another_creator(api, shared):
 
 
 def test_non_members_see_nothing_and_cannot_write(api, shared):
-    owner, pid, todos = shared
+    _owner, pid, todos = shared
     stranger = Device(api, user_id())
     stranger.sync()
     body = stranger.sync(
@@ -220,7 +220,7 @@ def test_move_out_deletes_every_row_and_refuses_writes_at_once(api, shared):
 
 
 def test_membership_by_direct_sql_moves_in_and_out(api, shared, sql):
-    owner, pid, todos = shared
+    _owner, pid, todos = shared
     guest = Device(api, user_id())
     guest.sync()
     mid = new_id()
@@ -256,7 +256,7 @@ def test_a_todo_moving_to_a_project_the_member_is_not_in_leaves_their_device(api
 
 
 def test_a_membership_committed_late_still_delivers_its_rows(api, shared, sql):
-    owner, pid, todos = shared
+    _owner, pid, todos = shared
     guest = Device(api, user_id())
     guest.sync()
     late = sql.connect()
