@@ -51,8 +51,16 @@ def test_bench_quick_mode_runs_and_loses_nothing(tmp_path):
         "push_partial",
         "floor_partial",
     }
+    # Issue #10's section (bench/sharing.py): every pull it timed delivered what the user
+    # may see: the initial syncs, the k edited rows, move-in's rows and move-out's deletes.
+    sharing = results["sharing"]
+    assert all(r["complete"] for r in sharing["initial"].values()), sharing["initial"]
+    runs = sharing["incremental"] + sharing["incremental_grown"] + sharing["move"]
+    assert runs and all(r["complete"] for r in runs), [r for r in runs if not r["complete"]]
+    assert sharing["rls"].get("first_same_rows") and sharing["rls"].get("late_same_rows")
     text = (tmp_path / "RESULTS.md").read_text()
     assert text.startswith("# Sync Worker benchmark")
+    assert "## Sharing (issue #10)" in text
     assert "## Hostile" in text
     assert "## Goals of issue #8" in text and "## Placement" in text
 
