@@ -324,3 +324,44 @@ def test_user_settings_stay_private_and_private_todos_too(api, shared):
     guest.sync()
     assert guest.ids("user_settings") == set()
     assert mine not in guest.ids("todos")
+
+
+def test_a_shared_table_of_ones_own_declared_as_the_docs_say(database_url, sql):
+    """docs/your-tables.md's "Shared tables" migration, run as written (names prefixed for
+    the suite), then synced: a writer adds a card, a member is removed."""
+    from pathlib import Path
+
+    from conftest import SECRET, Api
+
+    from sync.app import App
+    from sync.migrate import connect_url
+    from sync.settings import Settings
+
+    doc = (Path(__file__).parents[1] / "docs" / "your-tables.md").read_text()
+    block = doc.split("-- migrations/0101_boards.sql", 1)[1].split("\n", 1)[1].split("```")[0]
+    block = "\n".join(line.split("--", 1)[0] for line in block.splitlines())
+    for name in ("board_members", "boards", "cards"):
+        block = block.replace(f"'{name}'", f"'suite_{name}'").replace(
+            f" {name} ", f" suite_{name} "
+        )
+    for statement in block.split(";"):
+        if statement.strip():
+            sql(statement)
+    settings = Settings.from_env({"SUPABASE_JWT_SECRET": SECRET})
+    api = Api(App(settings, lambda: connect_url(database_url), log=lambda _r: None), "package")
+    owner, writer = Device(api, user_id()), Device(api, user_id())
+    board, card, mid = new_id(), new_id(), new_id()
+    row = {"id": board, "title": "b", "updated_at": at(0)}
+    owner.sync([change("suite_boards", "insert", row)])
+    membership = member(mid, board, writer.user, "writer", 1)
+    membership["board_id"] = membership.pop("project_id")
+    assert owner.sync([change("suite_board_members", "insert", membership)])["rejected"] == []
+    writer.sync()
+    assert writer.ids("suite_boards") == {board}
+    new_card = {"id": card, "board_id": board, "body": "hi", "updated_at": at(2)}
+    assert writer.sync([change("suite_cards", "insert", new_card)])["rejected"] == []
+    owner.sync()
+    assert owner.tables["suite_cards"][card]["user_id"] == writer.user
+    owner.sync([change("suite_board_members", "delete", {"id": mid, "updated_at": at(3)})])
+    writer.sync()
+    assert writer.ids("suite_boards") == set() and writer.ids("suite_cards") == set()
