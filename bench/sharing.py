@@ -341,8 +341,11 @@ def measure(url: str, cfg: SharingConfig, log, superuser_url: str | None = None)
         out["rls"] = rls_compare(url, shared, cfg, superuser_url)
         log("sharing: derived filter against the RLS policies")
         # The table grows by rows neither user sees; the same k again
-        extra = (cfg.growth - 1) * (p * t + p)
-        _in_tx(url, lambda con: _todos(con, _projects(con, others, p * (cfg.growth - 1)), t + 1))
+        # to `growth` times the todos it holds, in projects of t todos that neither user sees
+        base = _count(url, "SELECT count(*) FROM todos")
+        count = -(-(cfg.growth - 1) * base // t)
+        extra = count * t
+        _in_tx(url, lambda con: _todos(con, _projects(con, others, count), t))
         _analyze(url)
         for s in subjects:
             s.cursor = pull_all(server, s.client, s.cursor)["cursor"]
@@ -721,7 +724,8 @@ def section(res: dict | None) -> str:
         )
     lines += [
         "",
-        "### Incremental pull after k edited visible todos: table of "
+        "### Incremental pull after k edited visible todos, before and after the table grows\n\n"
+        "Table of "
         f"{_num(res['table_todos_base'])} todos, then grown by {_num(res['grown_by'])} "
         "rows neither user sees "
         f"(to {_num(res['table_todos'])})\n",
