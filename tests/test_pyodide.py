@@ -269,10 +269,10 @@ def test_sync_with_token_made_in_pyodide(reports):
     assert body["acceptedIds"] == [] and body["rejected"] == [] and body["pulledChanges"] == []
     assert isinstance(body["newServerTimestamp"], str) and body["newServerTimestamp"]
     assert body["hasMore"] is False
-    # The first sync of an isolate reads the registry (BEGIN with the stamp, the catalog),
-    # then the pull and COMMIT go as one message.
+    # The first sync of an isolate reads the registry (BEGIN with the stamp, the catalog's
+    # columns, foreign keys and shares), then the pull and COMMIT go as one message.
     sent = [s["sql"] for s in synced["sent"]]
-    assert sent[0].startswith("BEGIN") and len(sent) == 4
+    assert sent[0].startswith("BEGIN") and len(sent) == 5
     assert [p[:11] for p in synced["sent"][-1]["parts"]] == ["WITH cur AS", "COMMIT"]
 
 

@@ -348,7 +348,7 @@ class Source:
 
     def begin(self, db: Db, setup: str = "") -> Loaded:
         """Opens the request's transaction on `db` and returns the registry current in it:
-        one round trip when nothing changed, three when the catalog must be read.
+        one round trip when nothing changed, four when the catalog must be read.
         `setup`: parameterless statements to run right after BEGIN, in the same message
         (the transaction's SET LOCAL bounds)."""
         prefix = f"BEGIN; {setup}; " if setup else "BEGIN; "

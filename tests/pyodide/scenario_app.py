@@ -48,6 +48,8 @@ class StandInConnection:
     def run(self, sql, **params):
         parts = [part[:40] for part in sql.split(";\n")]
         self.sent.append({"sql": sql[:40], "params": sorted(params), "parts": parts})
+        if sql.startswith("\nSELECT t.table_name, coalesce(t.share_column"):
+            return []  # sync.catalog's SHARES: the stand-in's tables are not shared
         if sql.startswith("\nSELECT t.table_name"):
             return catalog_columns()
         if sql.startswith("\nSELECT child.relname"):
