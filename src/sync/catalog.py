@@ -242,7 +242,10 @@ def build(
     references: dict[str, dict[str, str]] = {}
     for child, column, parent in foreign_keys:
         references.setdefault(child, {})[column] = parent
-    shared = _shares(list(shares))
+    try:
+        shared = _shares(list(shares))
+    except ValueError as error:
+        raise CatalogError(str(error)) from None
     tables = []
     for name, spec in sorted(specs.items()):
         if not spec["exists"]:

@@ -337,6 +337,21 @@ class Share:
     member_role: str
     writers: tuple[str, ...]
 
+    def __post_init__(self) -> None:
+        # These names reach SQL as identifiers: only plain ones, as for columns.
+        for name in (
+            self.column,
+            self.root,
+            self.root_key,
+            self.root_owner,
+            self.members,
+            self.member_root,
+            self.member_user,
+            self.member_role,
+        ):
+            if not IDENTIFIER.fullmatch(name):
+                raise ValueError(f"{name!r} is not a plain lower-case SQL identifier")
+
 
 @dataclass(frozen=True)
 class Table:
