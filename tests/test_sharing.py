@@ -310,6 +310,26 @@ def test_a_paged_move_in_delivers_every_row_and_changes_made_meanwhile(make_api)
     assert guest.tables["todos"][edited]["title"] == "changed meanwhile"
 
 
+def test_another_users_private_todo_stays_out_of_reach_of_a_member(api, shared):
+    """A private row (no project) of the owner, named by a member who may write some
+    project: refused, never deleted or changed (a NULL root must not read as allowed)."""
+    owner, pid, _ = shared
+    editor = Device(api, user_id())
+    add(owner, pid, editor.user)
+    private = new_id()
+    owner.sync([change("todos", "insert", todo(private, "mine alone", 1))])
+    body = editor.sync(
+        [
+            change("todos", "delete", {"id": private, "updated_at": at(9)}),
+            change("todos", "update", todo(private, "taken", 9)),
+        ]
+    )
+    assert codes(body) == ["forbidden", "forbidden"]
+    assert private not in editor.ids("todos")
+    owner.sync()
+    assert owner.tables["todos"][private]["title"] == "mine alone"
+
+
 def test_user_settings_stay_private_and_private_todos_too(api, shared):
     owner, pid, _ = shared
     guest = Device(api, user_id())

@@ -256,13 +256,19 @@ def may_write(table: Table, alias: str, usr: str, batch_roots: str = "") -> str:
         return f"{owner} = {usr}"
     scope = f"{alias}.{q(share.column)}"
     # `batch_roots`: a query of the root keys this push inserts or updates as their owner.
-    fresh = f" OR {scope} IN ({batch_roots})" if batch_roots else ""
+    fresh = f" OR {_in(scope, batch_roots)}" if batch_roots else ""
     if share.kind == "members":
-        return f"({scope} IN (SELECT k FROM ro_{share.root}){fresh})"
+        return f"({_in(scope, f'SELECT k FROM ro_{share.root}')}{fresh})"
     return (
-        f"(({scope} IS NULL AND {owner} = {usr}) OR {scope} IN (SELECT k FROM rw_{share.root})"
+        f"(({scope} IS NULL AND {owner} = {usr}) OR {_in(scope, f'SELECT k FROM rw_{share.root}')}"
         f"{fresh})"
     )
+
+
+def _in(scope: str, query: str) -> str:
+    """`scope IN (query)`, false (never NULL) for a NULL scope: under NOT, a NULL would
+    let a row through as if allowed."""
+    return f"({scope} IS NOT NULL AND {scope} IN ({query}))"
 
 
 def may_see(table: Table, alias: str, usr: str) -> str:
@@ -271,7 +277,7 @@ def may_see(table: Table, alias: str, usr: str) -> str:
     if share is None:
         return f"{owner} = {usr}"
     scope = f"{alias}.{q(share.column)}"
-    seen = f"{scope} IN (SELECT k FROM rv_{share.root})"
+    seen = _in(scope, f"SELECT k FROM rv_{share.root}")
     return seen if share.kind != "shared" else f"(({scope} IS NULL AND {owner} = {usr}) OR {seen})"
 
 
