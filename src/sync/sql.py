@@ -627,19 +627,26 @@ def pull(tables: tuple[Table, ...], given: PullInput) -> str:
                 f"AND (x.sync_xid, {sort_key(t, 'x')}) > {bound} {limit}"
             )
         else:
-            # Three parts, each read in its index's order: private rows (scope NULL), rows
-            # changed in the window in roots the caller sees and did not just move into,
-            # and every row of the roots it moved into (at the membership's place).
+            # Three parts, each read in its index's order: rows changed in the window in
+            # roots the caller sees and did not just move into; every row of the roots it
+            # moved into (at the membership's place); private rows (scope NULL). The first
+            # two read each root's own range of the share index (LATERAL): their cost
+            # follows the caller's roots and changed rows, never the table's size (an
+            # `IN` let the planner scan the whole index; see design.md "Sharing").
             share = t.share
             scope, root = f"x.{q(share.column)}", share.root
+            sk = sort_key(t, "x")
             parts = [
-                f"SELECT x.*, x.sync_xid AS {q(ORD)} FROM {name} x, cur "
-                f"WHERE {scope} IN (SELECT k FROM rv_{root}) "
-                f"AND {scope} NOT IN (SELECT k FROM vm_{root}) AND {window}{no_echo}"
-                f"AND (x.sync_xid, {sort_key(t, 'x')}) > {bound} {limit}",
-                f"SELECT x.*, v.moved AS {q(ORD)} FROM {name} x JOIN vm_{root} v "
-                f"ON {scope} = v.k, cur WHERE pg_visible_in_snapshot(x.sync_xid, cur.snap) "
-                f"{no_echo}AND (v.moved, {sort_key(t, 'x')}) > {bound} {limit}",
+                f"SELECT x.*, x.sync_xid AS {q(ORD)} FROM rv_{root} r CROSS JOIN LATERAL ("
+                f"SELECT x.* FROM {name} x, cur WHERE {scope} = r.k AND {window}{no_echo}"
+                f"AND (x.sync_xid, {sk}) > {bound} ORDER BY x.sync_xid, {sk} "
+                f"LIMIT {int(given.limit)}) x "
+                f"WHERE NOT EXISTS (SELECT 1 FROM vm_{root} v WHERE v.k = r.k) {limit}",
+                f"SELECT x.*, v.moved AS {q(ORD)} FROM vm_{root} v CROSS JOIN LATERAL ("
+                f"SELECT x.* FROM {name} x, cur WHERE {scope} = v.k "
+                f"AND pg_visible_in_snapshot(x.sync_xid, cur.snap) {no_echo}"
+                f"AND (v.moved, {sk}) > {bound} ORDER BY {sk} LIMIT {int(given.limit)}) x "
+                f"WHERE v.moved >= CAST({text_value(xid)} AS xid8) {limit}",
             ]
             if share.kind == "shared":
                 parts.append(
