@@ -54,3 +54,18 @@ def rows_of(entries: list[dict], table: str) -> dict[str, dict]:
 def same_instant(a: str, b: str) -> bool:
     parse = lambda s: datetime.fromisoformat(s)  # noqa: E731
     return parse(a) == parse(b)
+
+
+KEYS = {"user_settings": "user_id"}  # the example's tables not keyed by `id`
+
+
+def apply_pulled(tables: dict[str, dict[str, dict]], entries: list[dict[str, Any]]) -> None:
+    """An answer's pulledChanges applied to a device's tables, as the client kit does: an
+    upsert replaces the row, a delete removes it."""
+    for entry in entries:
+        rows = tables.setdefault(entry["table"], {})
+        key = entry["row"][KEYS.get(entry["table"], "id")]
+        if entry["op"] == "upsert":
+            rows[key] = entry["row"]
+        else:
+            rows.pop(key, None)

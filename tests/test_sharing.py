@@ -8,9 +8,7 @@ from typing import Any
 
 import pytest
 from conftest import user_id
-from helpers import at, change, new_id, project, todo
-
-KEYS = {"user_settings": "user_id"}
+from helpers import apply_pulled, at, change, new_id, project, todo
 
 
 class Device:
@@ -27,13 +25,7 @@ class Device:
             body = self.api.ok(self.user, changes, self.cursor)
             changes = None
             first = first or body
-            for entry in body["pulledChanges"]:
-                rows = self.tables.setdefault(entry["table"], {})
-                key = entry["row"][KEYS.get(entry["table"], "id")]
-                if entry["op"] == "upsert":
-                    rows[key] = entry["row"]
-                else:
-                    rows.pop(key, None)
+            apply_pulled(self.tables, body["pulledChanges"])
             self.cursor = body["newServerTimestamp"]
             if not body["hasMore"]:
                 return first
@@ -308,6 +300,105 @@ def test_a_paged_move_in_delivers_every_row_and_changes_made_meanwhile(make_api)
     guest.sync()  # the next pull: what changed while they were read
     assert guest.ids("todos") == {*ids, extra}
     assert guest.tables["todos"][edited]["title"] == "changed meanwhile"
+
+
+def visible_ids(sql, user: str) -> dict[str, set[str]]:
+    """What `user` may see, by SQL (the rules of migrations/0006)."""
+    roots = (
+        "SELECT id FROM projects WHERE user_id = :u "
+        "UNION SELECT project_id FROM project_members WHERE user_id = :u"
+    )
+    return {
+        "projects": {
+            r[0] for r in sql(f"SELECT id::text FROM projects WHERE id IN ({roots})", u=user)
+        },
+        "project_members": {
+            r[0]
+            for r in sql(
+                f"SELECT id::text FROM project_members WHERE project_id IN ({roots})", u=user
+            )
+        },
+        "todos": {
+            r[0]
+            for r in sql(
+                "SELECT id::text FROM todos WHERE (project_id IS NULL AND user_id = :u) "
+                f"OR project_id IN ({roots})",
+                u=user,
+            )
+        },
+    }
+
+
+@pytest.mark.parametrize("first_sync", [True, False], ids=["first-sync", "move-in"])
+def test_many_projects_page_one_by_one_and_nothing_is_missed(make_api, sql, first_sync):
+    """Five projects granted in one transaction (or all there at a first sync), paged four
+    rows at a time: every row arrives, also rows changed between pages in projects paged
+    before and after, and a cursor issued before positions named a root still ends the
+    sync without a miss."""
+    from sync.cursor import Cursor
+
+    api = make_api("package", PULL_PAGE_SIZE="4")
+    owner, guest = Device(api, user_id()), Device(api, user_id())
+    projects = [new_id() for _ in range(5)]
+    owner.sync(
+        [change("projects", "insert", project(p, f"p{k}", 0)) for k, p in enumerate(projects)]
+        + [
+            change("todos", "insert", todo(new_id(), "t", 0, project_id=p))
+            for p in projects
+            for _ in range(3)
+        ]
+    )
+    mine = new_id()
+    guest.sync(
+        [
+            change("projects", "insert", project(mine, "mine", 0)),
+            change("todos", "insert", todo(new_id(), "m", 0, project_id=mine)),
+            change("todos", "insert", todo(new_id(), "private", 0)),
+        ]
+    )
+    if not first_sync:
+        guest.sync()
+    sql(
+        "INSERT INTO project_members (id, project_id, user_id, role, updated_at) "
+        "SELECT gen_random_uuid(), p, CAST(:u AS uuid), 'viewer', now() "
+        "FROM unnest(CAST(:ps AS uuid[])) p",
+        u=guest.user,
+        ps="{" + ",".join(projects) + "}",
+    )
+    device = Device(api, guest.user) if first_sync else guest
+    if not first_sync:
+        device.tables = {t: dict(rows) for t, rows in guest.tables.items()}
+    body = api.ok(device.user, [], device.cursor)
+    apply_pulled(device.tables, body["pulledChanges"])
+    assert body["hasMore"]
+    # Between pages: a change in every project, and a new todo in the first and the last.
+    sql("UPDATE todos SET title = 'meanwhile', updated_at = now() WHERE project_id IS NOT NULL")
+    for p in (projects[0], projects[-1]):
+        sql(
+            "INSERT INTO todos (id, user_id, project_id, title, updated_at) "
+            "VALUES (gen_random_uuid(), CAST(:o AS uuid), :p, 'new', now())",
+            o=owner.user,
+            p=p,
+        )
+    cursor = Cursor.decode(body["newServerTimestamp"])
+    assert cursor.after is not None
+    body = api.ok(device.user, [], cursor.encode())
+    apply_pulled(device.tables, body["pulledChanges"])
+    # An older server's cursor: the position without its root part.
+    cursor = Cursor.decode(body["newServerTimestamp"])
+    if cursor.after is not None:
+        xid, table, _root, key = cursor.after
+        device.cursor = Cursor(cursor.seen, cursor.upto, (xid, table, key)).encode()  # type: ignore[arg-type]
+    else:
+        device.cursor = body["newServerTimestamp"]
+    calls = len(api.calls)
+    device.sync()
+    device.sync()  # what changed while the pages were read
+    assert len(api.calls) - calls < 30  # pages of four, not one per row
+    expected = visible_ids(sql, guest.user)
+    assert {t: device.ids(t) for t in expected} == expected
+    titles = {r["title"] for r in device.tables["todos"].values() if r["project_id"] in projects}
+    assert titles == {"meanwhile", "new"}
 
 
 def test_another_users_private_todo_stays_out_of_reach_of_a_member(api, shared):

@@ -14,7 +14,7 @@ import uuid
 from typing import Any
 
 from conftest import Api, SqlRunner, build_app
-from helpers import at
+from helpers import apply_pulled, at
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from test_policies import client_roles
@@ -94,13 +94,8 @@ class Device:
             assert set(body["acceptedIds"]) | {r["id"] for r in body["rejected"]} == set(sent)
             self.outbox = []
             self.refused += len(body["rejected"])
-            for entry in body["pulledChanges"]:
-                assert entry["table"] in TABLES, entry
-                rows, key = self.rows[entry["table"]], entry["row"]["id"]
-                if entry["op"] == "upsert":
-                    rows[key] = entry["row"]
-                else:
-                    rows.pop(key, None)
+            assert {e["table"] for e in body["pulledChanges"]} <= set(TABLES), body
+            apply_pulled(self.rows, body["pulledChanges"])
             self.cursor = body["newServerTimestamp"]
             if not body["hasMore"]:
                 return

@@ -65,7 +65,9 @@ def _slot(item: object) -> tuple[str, str]:
 class Cursor:
     seen: str = NOTHING
     upto: str | None = None  # set while paging
-    after: tuple[str, str, str] | None = None  # (xid, table, key) of the last row sent
+    # (xid, table, root, key) of the last row sent: `root` is the root key a moved-in row
+    # was paged under, "" for any other row (see sync.sql.pull).
+    after: tuple[str, str, str, str] | None = None
     # (table, key) of the caller's rows that an earlier answer owed: they did not fit its
     # byte budget. The next answer sends their current state first.
     owed: tuple[tuple[str, str], ...] = ()
@@ -105,11 +107,14 @@ class Cursor:
             if upto is not None:
                 check_snapshot(upto)
                 after = tuple(data["a"])
-                if len(after) != 3 or not all(isinstance(p, str) for p in after):
+                if len(after) == 3:  # a cursor issued before positions named a root
+                    after = (after[0], after[1], "", after[2])
+                if len(after) != 4 or not all(isinstance(p, str) for p in after):
                     raise ValueError("bad position")
                 if not XID.fullmatch(after[0]):
                     raise ValueError("bad position")
-                _slot(after[1:])
+                _slot(after[1:3])
+                _slot((after[1], after[3]))
             owed = tuple(_slot(item) for item in data.get("o", ()))
             if len(owed) > MAX_OWED:
                 raise ValueError("bad owed list")

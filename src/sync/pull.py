@@ -49,22 +49,22 @@ def delete_entry(table: Table, key: str, updated_at: str) -> Entry:
 
 
 def table_bounds(
-    tables: tuple[Table, ...], after: tuple[str, str, str] | None
-) -> dict[str, tuple[str, str | None]]:
-    """The page position (xid, table, key) as a lower bound (xid, key) per table: rows of
-    tables sorting before the position's table are done up to its xid, those after it
-    from its xid on. A NULL key bound compares as "not after", so (xid, NULL) admits only
-    larger xids. Python's str order is the "C" collation's byte order."""
-    bounds: dict[str, tuple[str, str | None]] = {}
+    tables: tuple[Table, ...], after: tuple[str, str, str, str] | None
+) -> dict[str, tuple[str, str | None, str | None]]:
+    """The page position (xid, table, root, key) as a lower bound (xid, root, key) per
+    table: rows of tables sorting before the position's table are done up to its xid,
+    those after it from its xid on. A NULL bound compares as "not after", so (xid, NULL,
+    NULL) admits only larger xids. Python's str order is the "C" collation's byte order."""
+    bounds: dict[str, tuple[str, str | None, str | None]] = {}
     for table in tables:
         if after is None:
-            bounds[table.name] = ("0", None)
+            bounds[table.name] = ("0", None, None)
         elif table.name < after[1]:
-            bounds[table.name] = (after[0], None)
+            bounds[table.name] = (after[0], None, None)
         elif table.name == after[1]:
-            bounds[table.name] = (after[0], after[2])
+            bounds[table.name] = (after[0], after[2], after[3])
         else:
-            bounds[table.name] = (str(int(after[0]) - 1), None)
+            bounds[table.name] = (str(int(after[0]) - 1), None, None)
     return bounds
 
 
@@ -99,7 +99,7 @@ def request(
         seen=cursor.seen,
         upto=cursor.upto,
         bounds=table_bounds(registry.tables, cursor.after),
-        after=cursor.after or ("0", "", ""),
+        after=cursor.after or ("0", "", "", ""),
         initial=cursor.initial,
         settle=keys,
         pushed=pushed,
@@ -136,7 +136,7 @@ def read(registry: Registry, cursor: Cursor, given: sql.PullInput, rows: list[li
     page: list[list[Any]] = []
     size = 0
     for row in rows:
-        _tag, _snap, part, name, kind, key, _xid, content, at, _size, running = row
+        _tag, _snap, part, name, kind, key, _xid, content, at, _size, running, _root = row
         if part is None:
             continue  # nothing at all: the row only carries the snapshot
         if part == 0:
@@ -166,7 +166,7 @@ def read(registry: Registry, cursor: Cursor, given: sql.PullInput, rows: list[li
     if not page and has_more:  # nothing fitted: the same position, asked again
         return Pulled(settled, {}, cursor, True, size, owed)
     entries: dict[Slot, Entry] = {}
-    for _t, _s, _p, name, kind, key, _xid, content, at, _size, _running in page:
+    for _t, _s, _p, name, kind, key, _xid, content, at, _size, _running, _root in page:
         if kind == "row":
             entries[(name, key)] = upsert_entry(name, content)
         else:
@@ -174,7 +174,7 @@ def read(registry: Registry, cursor: Cursor, given: sql.PullInput, rows: list[li
     upto = given.upto or snapshot
     if has_more:
         last = page[-1]
-        next_cursor = Cursor(cursor.seen, upto, (last[6], last[3], last[5]))
+        next_cursor = Cursor(cursor.seen, upto, (last[6], last[3], last[11], last[5]))
     else:
         next_cursor = Cursor(upto)
     return Pulled(settled, entries, next_cursor, has_more, size, owed)

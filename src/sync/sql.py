@@ -78,7 +78,7 @@ def _recordset(columns: Iterable[Column]) -> str:
 
 
 def sort_key(table: Table, alias: str) -> str:
-    """A row's key as text in byte order: the pull pages by (xid, table, key) in the "C"
+    """A row's key as text in byte order: the pull pages by (xid, table, root, key) in the "C"
     collation, so Python can compare positions the way Postgres does, and the pull index
     (see sync_enable) delivers rows in that order."""
     return f'{alias}.{q(table.primary_key)}::text COLLATE "C"'
@@ -153,6 +153,7 @@ class Group:
 
 
 ORD = "sync ord"  # a pulled row's place in the page order (not a registry identifier)
+RK = "sync rk"  # the root a moved-in row is paged under, "" for other rows (ditto)
 TID = "sync tid"  # the ctid a RETURNING reports (not a registry identifier: it has a space)
 
 
@@ -515,8 +516,9 @@ class PullInput:
     user: str
     seen: str  # the cursor's snapshot
     upto: str | None  # the snapshot pages are read against, while paging
-    bounds: dict[str, tuple[str, str | None]]  # per table: (xid, key) the page starts after
-    after: tuple[str, str, str]  # the page position itself (for the tombstones)
+    # per table: (xid, root, key) the page starts after (sync.pull.table_bounds)
+    bounds: dict[str, tuple[str, str | None, str | None]]
+    after: tuple[str, str, str, str]  # the page position itself (for the tombstones)
     initial: bool
     settle: dict[str, list[str]]  # keys per table to read the current state of
     pushed: tuple[str, ...]  # tables a push statement of this transaction wrote
@@ -534,8 +536,9 @@ def pull(tables: tuple[Table, ...], given: PullInput) -> str:
       transaction wrote ('own': the page below carries it, or the client sent it);
     - part 1, one page of the caller's changes since snapshot `seen`, read against the
       snapshot `upto` (on a first page, the statement's own, with this transaction counted
-      as seen: `sync_snapshot_with`), ordered by (transaction, table, key), at most
-      `limit` rows. Rows and tombstones this transaction wrote exactly as the client sent
+      as seen: `sync_snapshot_with`), ordered by (transaction, table, root, key) (root:
+      the root key of a moved-in row, "" for the rest), at most `limit` rows. Rows and
+      tombstones this transaction wrote exactly as the client sent
       them (echo_setting) are left out: the client holds them.
 
     Row content is sent while the running total of its size stays within `budget` bytes
@@ -567,11 +570,20 @@ def pull(tables: tuple[Table, ...], given: PullInput) -> str:
         key=lambda share: share.root,
     ):
         # Move-in: the caller's membership rows written in the window. Every row of their
-        # root is delivered, however old, at the membership's place in the page order.
+        # root is delivered, however old, at the membership's place in the page order,
+        # root by root. A first sync takes every root the caller sees that way (at xid 1,
+        # before anything else), so it, too, pages one root at a time.
+        if given.initial:
+            moved = f"SELECT k, CAST('1' AS xid8) AS moved FROM rv_{root.root}"
+        else:
+            moved = (
+                f"SELECT DISTINCT ON (k) k, moved FROM (SELECT m.{q(root.member_root)} AS k, "
+                f"m.sync_xid AS moved FROM {q(root.members)} m, cur "
+                f"WHERE m.{q(root.member_user)} = {usr} AND {changed('m')}) a ORDER BY k, moved"
+            )
         ctes.append(
-            f"vm_{root.root} AS MATERIALIZED (SELECT DISTINCT ON (k) k, moved FROM ("
-            f"SELECT m.{q(root.member_root)} AS k, m.sync_xid AS moved FROM {q(root.members)} m, "
-            f"cur WHERE m.{q(root.member_user)} = {usr} AND {changed('m')}) a ORDER BY k, moved)"
+            f'vm_{root.root} AS MATERIALIZED (SELECT a.k, a.moved, a.k::text COLLATE "C" AS rk '
+            f"FROM ({moved}) a WHERE a.k IS NOT NULL)"
         )
     settles, branches = [], []
     for t in tables:
@@ -603,14 +615,16 @@ def pull(tables: tuple[Table, ...], given: PullInput) -> str:
                 f"CASE WHEN {may_see(t, 's', usr)} AND s.sync_xid IS DISTINCT FROM c.own "
                 f"THEN {row_json(t, 's')} END AS row, "
                 f"CASE WHEN s.{pk} IS NULL THEN to_char(tb.updated_at AT TIME ZONE 'UTC', "
-                f"{ISO_UTC}) END AS at "
+                f"{ISO_UTC}) END AS at, NULL::text AS rk "
                 f"FROM sk_{i} k CROSS JOIN cur c "
                 f"LEFT JOIN {name} s ON s.{pk} = CAST(k.k AS {t.key_column.type}) "
                 f"LEFT JOIN sync_tombstones tb ON tb.table_name = {literal(i)} "
                 f"AND tb.pk = k.k AND tb.user_id = {usr}"
             )
-        xid, key = given.bounds[i]
-        bound_key = "NULL::text" if key is None else text_value(key)
+        xid, root_bound, key = given.bounds[i]
+        # Rows not moved in sort under root "": past a position inside a moved-in root at
+        # this xid, they are done up to it.
+        bound_key = "NULL::text" if key is None or root_bound != "" else text_value(key)
         no_echo = (
             f"AND (x.sync_xid IS DISTINCT FROM cur.own OR x.ctid NOT IN (SELECT e FROM e_{i})) "
             if i in given.pushed
@@ -619,10 +633,10 @@ def pull(tables: tuple[Table, ...], given: PullInput) -> str:
         # JSON is built outside the LIMIT: when the planner sorts a user's rows instead
         # of reading the index in order, it would otherwise build it for every row.
         bound = f"(CAST({text_value(xid)} AS xid8), {bound_key})"
-        limit = f"ORDER BY {q(ORD)}, {sort_key(t, 'x')} LIMIT {int(given.limit)}"
+        limit = f"ORDER BY {q(ORD)}, {q(RK)}, {sort_key(t, 'x')} LIMIT {int(given.limit)}"
         if t.share is None:
             chosen = (
-                f"SELECT x.*, x.sync_xid AS {q(ORD)} FROM {name} x, cur "
+                f"SELECT x.*, x.sync_xid AS {q(ORD)}, ''::text AS {q(RK)} FROM {name} x, cur "
                 f"WHERE x.{owner} = {usr} AND {window}{no_echo}"
                 f"AND (x.sync_xid, {sort_key(t, 'x')}) > {bound} {limit}"
             )
@@ -636,28 +650,37 @@ def pull(tables: tuple[Table, ...], given: PullInput) -> str:
             share = t.share
             scope, root = f"x.{q(share.column)}", share.root
             sk = sort_key(t, "x")
+            text = "NULL::text"
+            at_root = (
+                f"(CAST({text_value(xid)} AS xid8), "
+                f"{text if root_bound is None else text_value(root_bound)})"
+            )
+            at_row = f"{at_root[:-1]}, {text if key is None else text_value(key)})"
             parts = [
-                f"SELECT x.*, x.sync_xid AS {q(ORD)} FROM rv_{root} r CROSS JOIN LATERAL ("
-                f"SELECT x.* FROM {name} x, cur WHERE {scope} = r.k AND {window}{no_echo}"
-                f"AND (x.sync_xid, {sk}) > {bound} ORDER BY x.sync_xid, {sk} "
-                f"LIMIT {int(given.limit)}) x "
+                f"SELECT x.*, x.sync_xid AS {q(ORD)}, ''::text AS {q(RK)} FROM rv_{root} r "
+                f"CROSS JOIN LATERAL (SELECT x.* FROM {name} x, cur WHERE {scope} = r.k "
+                f"AND {window}{no_echo}AND (x.sync_xid, {sk}) > {bound} "
+                f"ORDER BY x.sync_xid, {sk} LIMIT {int(given.limit)}) x "
                 f"WHERE NOT EXISTS (SELECT 1 FROM vm_{root} v WHERE v.k = r.k) {limit}",
-                f"SELECT x.*, v.moved AS {q(ORD)} FROM vm_{root} v CROSS JOIN LATERAL ("
-                f"SELECT x.* FROM {name} x, cur WHERE {scope} = v.k "
+                # Root by root, in (membership xid, root key) order, so the page stops
+                # after the roots it needs: earlier roots are skipped whole.
+                f"SELECT x.*, v.moved AS {q(ORD)}, v.rk AS {q(RK)} FROM (SELECT * FROM "
+                f"vm_{root} WHERE (moved, rk) >= {at_root} ORDER BY moved, rk) v "
+                f"CROSS JOIN LATERAL (SELECT x.* FROM {name} x, cur WHERE {scope} = v.k "
                 f"AND pg_visible_in_snapshot(x.sync_xid, cur.snap) {no_echo}"
-                f"AND (v.moved, {sk}) > {bound} ORDER BY {sk} LIMIT {int(given.limit)}) x "
-                f"WHERE v.moved >= CAST({text_value(xid)} AS xid8) {limit}",
+                f"AND (v.moved, v.rk, {sk}) > {at_row} ORDER BY {sk} "
+                f"LIMIT {int(given.limit)}) x {limit}",
             ]
             if share.kind == "shared":
                 parts.append(
-                    f"SELECT x.*, x.sync_xid AS {q(ORD)} FROM {name} x, cur "
+                    f"SELECT x.*, x.sync_xid AS {q(ORD)}, ''::text AS {q(RK)} FROM {name} x, cur "
                     f"WHERE x.{owner} = {usr} AND {scope} IS NULL AND {window}{no_echo}"
-                    f"AND (x.sync_xid, {sort_key(t, 'x')}) > {bound} {limit}"
+                    f"AND (x.sync_xid, {sk}) > {bound} {limit}"
                 )
             chosen = f"SELECT x.* FROM ({' UNION ALL '.join(f'({p})' for p in parts)}) x {limit}"
         branches.append(
             f"(SELECT {literal(i)}::text AS tbl, 'row' AS kind, k.{pk}::text AS pk, "
-            f"k.{q(ORD)} AS xid, {row_json(t, 'k')} AS row, NULL::text AS at "
+            f"k.{q(ORD)} AS xid, {row_json(t, 'k')} AS row, NULL::text AS at, k.{q(RK)} AS rk "
             f"FROM ({chosen}) k)"
         )
     names = ", ".join(literal(t.name) for t in tables)
@@ -682,24 +705,26 @@ def pull(tables: tuple[Table, ...], given: PullInput) -> str:
                 f"AND NOT EXISTS (SELECT 1 FROM {q(t.name)} s WHERE s.{q(t.primary_key)} = {cast} "
                 f"AND {may_see(t, 's', usr)}) "
             )
-    axid, atable, akey = given.after
+    axid, atable, aroot, akey = given.after
+    # Tombstones sort under root "" (as rows not moved in do).
+    tomb_key = text_value(akey) if aroot == "" else "NULL::text"
     branches.append(
         "(SELECT x.table_name, 'tomb', x.pk, x.sync_xid, NULL::jsonb, "
-        f"to_char(x.updated_at AT TIME ZONE 'UTC', {ISO_UTC}) "
+        f"to_char(x.updated_at AT TIME ZONE 'UTC', {ISO_UTC}), ''::text "
         f"FROM sync_tombstones x, cur WHERE x.user_id = {usr} "
         f"AND {'false' if given.initial else 'true'} AND x.table_name IN ({names}) "
         f"AND {window}{tomb_echo}{''.join(visible)}"
         'AND (x.sync_xid, x.table_name COLLATE "C", x.pk COLLATE "C") > '
-        f"(CAST({text_value(axid)} AS xid8), {text_value(atable)}, {text_value(akey)}) "
+        f"(CAST({text_value(axid)} AS xid8), {text_value(atable)}, {tomb_key}) "
         'ORDER BY x.sync_xid, x.table_name COLLATE "C", x.pk COLLATE "C" '
         f"LIMIT {int(given.limit)})"
     )
-    order = 'xid, tbl COLLATE "C", pk COLLATE "C"'
+    order = 'xid, tbl COLLATE "C", rk COLLATE "C", pk COLLATE "C"'
     ctes.append(
         f"page AS (SELECT * FROM ({' UNION ALL '.join(branches)}) b ORDER BY {order} "
         f"LIMIT {int(given.limit)})"
     )
-    parts = [*settles, "SELECT 1 AS part, tbl, kind, pk, xid, row, at FROM page"]
+    parts = [*settles, "SELECT 1 AS part, tbl, kind, pk, xid, row, at, rk FROM page"]
     ctes.append(f"answer AS ({' UNION ALL '.join(parts)})")
     size = "coalesce(octet_length(a.row::text), 0)"
     ctes.append(
@@ -711,8 +736,8 @@ def pull(tables: tuple[Table, ...], given: PullInput) -> str:
         f"WITH {', '.join(ctes)} "
         "SELECT 'p', cur.snap::text, s.part, s.tbl, s.kind, s.pk, s.xid::text, "
         f"CASE WHEN s.running <= {int(given.budget)} OR s.running = s.size THEN s.row::text END, "
-        "s.at, s.size, s.running FROM cur LEFT JOIN sized s ON true "
-        'ORDER BY s.part, s.xid, s.tbl COLLATE "C", s.pk COLLATE "C"'
+        "s.at, s.size, s.running, s.rk FROM cur LEFT JOIN sized s ON true "
+        f"ORDER BY s.part, s.{order.replace(', ', ', s.')}"
     )
 
 

@@ -37,7 +37,7 @@ class StandInConnection:
         ("ROLLBACK", None),
     )
     PULLED: ClassVar[list[list]] = [
-        ["p", SNAPSHOT, None, None, None, None, None, None, None, None, None]
+        ["p", SNAPSHOT, None, None, None, None, None, None, None, None, None, None]
     ]
     sent: ClassVar[list[dict]] = []
     opened = closed = 0
