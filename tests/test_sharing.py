@@ -229,6 +229,51 @@ def test_membership_by_direct_sql_moves_in_and_out(api, shared, sql):
     assert guest.ids("todos") == set() and guest.ids("projects") == set()
 
 
+def test_an_ownership_transfer_in_sql_moves_the_project_in_and_out(api, shared, sql):
+    """Another program gives the project to a new owner: the new owner's next pull brings
+    the project, its old todos and its members; the old owner's brings a delete for each,
+    and their writes to those rows are refused from then on."""
+    owner, pid, todos = shared
+    viewer, heir = Device(api, user_id()), Device(api, user_id())
+    add(owner, pid, viewer.user, "viewer")
+    heir.sync()
+    viewer.sync()
+    sql("UPDATE projects SET user_id = :u, updated_at = now() WHERE id = :p", u=heir.user, p=pid)
+    heir.sync()
+    assert heir.ids("projects") == {pid} and heir.ids("todos") == set(todos)
+    assert len(heir.ids("project_members")) == 1
+    kept = dict(owner.tables["todos"][todos[0]], title="offline edit", updated_at=at(9))
+    body = owner.sync([change("todos", "update", kept)])
+    assert codes(body) == ["forbidden"]
+    assert owner.ids("projects") == owner.ids("todos") == owner.ids("project_members") == set()
+    body = heir.sync([change("todos", "update", dict(kept, title="the heir's edit"))])
+    assert body["rejected"] == []
+    viewer.sync()  # the member keeps everything, and sees the new owner's edit
+    assert viewer.ids("todos") == set(todos)
+    assert viewer.tables["todos"][todos[0]]["title"] == "the heir's edit"
+
+
+def test_an_old_owner_who_stays_a_member_keeps_the_rows(api, shared, sql):
+    owner, pid, todos = shared
+    heir = Device(api, user_id())
+    heir.sync()
+    sql(  # one transaction: the project changes hands, the old owner becomes an editor
+        "WITH given AS (UPDATE projects SET user_id = :u WHERE id = :p RETURNING id) "
+        "INSERT INTO project_members SELECT gen_random_uuid(), id, :o, 'editor', now() FROM given",
+        u=heir.user,
+        p=pid,
+        o=owner.user,
+    )
+    owner.sync()
+    assert owner.ids("projects") == {pid} and owner.ids("todos") == set(todos)
+    body = owner.sync(
+        [change("todos", "update", todo(todos[1], "still an editor", 9, project_id=pid))]
+    )
+    assert body["rejected"] == []
+    heir.sync()
+    assert heir.ids("todos") == set(todos)
+
+
 def test_a_todo_moving_to_a_project_the_member_is_not_in_leaves_their_device(api, shared):
     owner, pid, todos = shared
     guest = Device(api, user_id())

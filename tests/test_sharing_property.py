@@ -4,7 +4,8 @@ its user sees through the RLS policies (migrations/0007) of the same database.
 
 The two records of who-sees-what, the sync server's filters and the policies, are both
 derived from one declaration; this checks that they agree, through the real server with
-real signed tokens, memberships granted and ended both through /api/sync and in SQL."""
+real signed tokens, memberships granted and ended both through /api/sync and in SQL, and
+projects given to another owner in SQL."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 from test_policies import client_roles
 
 USERS = 3
-PROJECTS = 2  # project p is owned by user p
+PROJECTS = 2  # project p is owned by user p (until a transfer)
 TODOS = 5
 PAGES = 100  # a pull that never ends fails instead of hanging the suite
 TABLES = ("projects", "project_members", "todos")
@@ -56,11 +57,17 @@ STEPS = {
     "push_todo": todo_write,
     # A todo moved between projects (or out of them) in SQL.
     "sql_move": st.tuples(st.just("sql_move"), st.integers(0, TODOS - 1), project_slot),
+    # A project given to another owner in SQL (migrations/0008).
+    "sql_transfer": st.tuples(
+        st.just("sql_transfer"), st.integers(0, PROJECTS - 1), st.integers(0, USERS - 1)
+    ),
 }
 # Todo writes and memberships drawn more often than the rest, so that most examples end
 # with shared todos on several devices (the events below show it).
 step = st.sampled_from(
-    ["sync", "sync", "push_member", "push_member", "sql_member"] + ["push_todo"] * 5 + ["sql_move"]
+    ["sync", "sync", "push_member", "push_member", "sql_member", "sql_transfer"]
+    + ["push_todo"] * 5
+    + ["sql_move"]
 ).flatmap(STEPS.__getitem__)
 
 
@@ -200,6 +207,14 @@ def test_every_device_holds_exactly_what_its_user_sees(cluster, database_url, sq
             if op != "delete":
                 row |= {"title": f"t{n}", "project_id": None if p is None else projects[p]}
             devices[actor].push("todos", op, row)
+        elif kind == "sql_transfer":
+            _, p, u = action
+            sql(
+                "UPDATE projects SET user_id = :u, updated_at = updated_at + interval '1 ms' "
+                "WHERE id = :p",
+                u=users[u],
+                p=projects[p],
+            )
         else:  # sql_move
             _, k, p = action
             sql(

@@ -565,6 +565,7 @@ def pull(tables: tuple[Table, ...], given: PullInput) -> str:
 
     window = changed("x")
     ctes += _root_ctes(tables, usr, ("rv",))
+    by_name = {t.name: t for t in tables}
     for root in sorted(
         {t.share.root: t.share for t in tables if t.share is not None}.values(),
         key=lambda share: share.root,
@@ -573,13 +574,21 @@ def pull(tables: tuple[Table, ...], given: PullInput) -> str:
         # root is delivered, however old, at the membership's place in the page order,
         # root by root. A first sync takes every root the caller sees that way (at xid 1,
         # before anything else), so it, too, pages one root at a time.
+        # A root the caller was given by an ownership transfer (migrations/0008) moves in
+        # the same way, while they still see it.
         if given.initial:
             moved = f"SELECT k, CAST('1' AS xid8) AS moved FROM rv_{root.root}"
         else:
+            key_type = by_name[root.root].key_column.type
             moved = (
                 f"SELECT DISTINCT ON (k) k, moved FROM (SELECT m.{q(root.member_root)} AS k, "
                 f"m.sync_xid AS moved FROM {q(root.members)} m, cur "
-                f"WHERE m.{q(root.member_user)} = {usr} AND {changed('m')}) a ORDER BY k, moved"
+                f"WHERE m.{q(root.member_user)} = {usr} AND {changed('m')}"
+                f"UNION ALL SELECT CAST(g.root_key AS {key_type}), g.sync_xid "
+                f"FROM sync_grants g, cur WHERE g.user_id = {usr} "
+                f"AND g.root_table = {literal(root.root)} AND {changed('g')}"
+                f"AND CAST(g.root_key AS {key_type}) IN (SELECT k FROM rv_{root.root})"
+                ") a ORDER BY k, moved"
             )
         ctes.append(
             f'vm_{root.root} AS MATERIALIZED (SELECT a.k, a.moved, a.k::text COLLATE "C" AS rk '
@@ -633,13 +642,15 @@ def pull(tables: tuple[Table, ...], given: PullInput) -> str:
         # JSON is built outside the LIMIT: when the planner sorts a user's rows instead
         # of reading the index in order, it would otherwise build it for every row.
         bound = f"(CAST({text_value(xid)} AS xid8), {bound_key})"
-        limit = f"ORDER BY {q(ORD)}, {q(RK)}, {sort_key(t, 'x')} LIMIT {int(given.limit)}"
+        sk = sort_key(t, "x")
+        limit = f"ORDER BY {q(ORD)}, {q(RK)}, {sk} LIMIT {int(given.limit)}"
+        # The caller's own rows changed in the window (the owner index, in its order).
+        own_rows = (
+            f"SELECT x.*, x.sync_xid AS {q(ORD)}, ''::text AS {q(RK)} FROM {name} x, cur "
+            f"WHERE x.{owner} = {usr} AND {window}{no_echo}AND (x.sync_xid, {sk}) > {bound} "
+        )
         if t.share is None:
-            chosen = (
-                f"SELECT x.*, x.sync_xid AS {q(ORD)}, ''::text AS {q(RK)} FROM {name} x, cur "
-                f"WHERE x.{owner} = {usr} AND {window}{no_echo}"
-                f"AND (x.sync_xid, {sort_key(t, 'x')}) > {bound} {limit}"
-            )
+            chosen = f"{own_rows}{limit}"
         else:
             # Three parts, each read in its index's order: rows changed in the window in
             # roots the caller sees and did not just move into; every row of the roots it
@@ -649,7 +660,6 @@ def pull(tables: tuple[Table, ...], given: PullInput) -> str:
             # `IN` let the planner scan the whole index; see design.md "Sharing").
             share = t.share
             scope, root = f"x.{q(share.column)}", share.root
-            sk = sort_key(t, "x")
             text = "NULL::text"
             at_root = (
                 f"(CAST({text_value(xid)} AS xid8), "
@@ -672,11 +682,7 @@ def pull(tables: tuple[Table, ...], given: PullInput) -> str:
                 f"LIMIT {int(given.limit)}) x {limit}",
             ]
             if share.kind == "shared":
-                parts.append(
-                    f"SELECT x.*, x.sync_xid AS {q(ORD)}, ''::text AS {q(RK)} FROM {name} x, cur "
-                    f"WHERE x.{owner} = {usr} AND {scope} IS NULL AND {window}{no_echo}"
-                    f"AND (x.sync_xid, {sk}) > {bound} {limit}"
-                )
+                parts.append(f"{own_rows}AND {scope} IS NULL {limit}")
             chosen = f"SELECT x.* FROM ({' UNION ALL '.join(f'({p})' for p in parts)}) x {limit}"
         branches.append(
             f"(SELECT {literal(i)}::text AS tbl, 'row' AS kind, k.{pk}::text AS pk, "
