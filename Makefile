@@ -120,7 +120,7 @@ deploy: worker-deps  ## deploy to Cloudflare (needs CLOUDFLARE_API_TOKEN or `wra
 		echo "make deploy: put your Hyperdrive id into wrangler.toml (npx wrangler hyperdrive create …)" >&2; exit 1; fi
 	$(NODE22) npx wrangler deploy
 
-bench: setup worker-deps  ## benchmarks -> bench/RESULTS.md + results.png (~5 min; QUICK=1: ~20 s)
+bench: setup worker-deps  ## benchmarks -> bench/RESULTS.md + results.png (~14 min; QUICK=1: ~20 s)
 	$(PY) bench/run.py $(if $(QUICK),--quick --pyodide)
 
 bench-sharing: setup  ## issue #10's sharing section alone -> bench/RESULTS.md (QUICK=1: smoke size)
