@@ -490,7 +490,7 @@ def _policy_source(url: str) -> str:
 def client_roles(url: str, superuser_url: str | None) -> bool:
     """Supabase's `authenticated` and `anon` roles, made by a superuser (the app role may not)
     and granted to the app role, as Supabase has them; False when they cannot be had."""
-    from sync.migrate import connect_url
+    from devtools.pgcluster import supabase_roles
 
     app = admin(url)
     try:
@@ -501,14 +501,7 @@ def client_roles(url: str, superuser_url: str | None) -> bool:
         app.close()
     if superuser_url is None:
         return False
-    con = connect_url(superuser_url)
-    try:
-        for role in ("authenticated", "anon"):
-            if not con.run("SELECT 1 FROM pg_roles WHERE rolname = :r", r=role):
-                con.run(f"CREATE ROLE {role} NOLOGIN")
-            con.run(f'GRANT {role} TO "{me}"')
-    finally:
-        con.close()
+    supabase_roles(superuser_url, me)
     return True
 
 

@@ -15,20 +15,12 @@ import pytest
 from conftest import SqlRunner, user_id
 from helpers import at, new_id
 
-from devtools.pgcluster import Cluster
-from sync.migrate import connect_url
+from devtools.pgcluster import APP_ROLE, Cluster, supabase_roles
 
 
 def client_roles(cluster: Cluster) -> None:
     """Supabase's roles, as Supabase has them: made by a superuser, usable by the owner."""
-    con = connect_url(cluster.url(user="postgres"))
-    try:
-        for role in ("authenticated", "anon"):
-            if not con.run("SELECT 1 FROM pg_roles WHERE rolname = :r", r=role):
-                con.run(f"CREATE ROLE {role} NOLOGIN")
-            con.run(f"GRANT {role} TO sync")
-    finally:
-        con.close()
+    supabase_roles(cluster.url(user="postgres"), APP_ROLE)
 
 
 @pytest.fixture
