@@ -379,6 +379,24 @@ def _moves(server, url, s: Subject, v: Subject, cfg, rng, others) -> list[dict]:
     project of T todos. Move-out: S is removed from it; beside it V deletes that many rows."""
     t = cfg.todos_per_project
     runs = []
+
+    def pulled(subject: Subject, kind: str, rep: int, expected: int) -> None:
+        """The subject's pull to the end, recorded; complete when it brought `expected`
+        rows (move-in) or deletes (move-out)."""
+        got = pull_all(server, subject.client, subject.cursor)
+        subject.cursor = got["cursor"]
+        counted = got["upserts"] if kind == "move_in" else got["deletes"]
+        runs.append(
+            {
+                "kind": kind,
+                "user": subject.name,
+                "rep": rep,
+                "expected": expected,
+                **_public(got),
+                "complete": counted >= expected,
+            }
+        )
+
     for rep in range(cfg.reps):
 
         def grant(con) -> str:
@@ -389,33 +407,10 @@ def _moves(server, url, s: Subject, v: Subject, cfg, rng, others) -> list[dict]:
         project = _in_tx(url, grant)
         s.cursor = pull_all(server, s.client, s.cursor)["cursor"]  # nothing of it yet
         _in_tx(url, lambda con, pr=project: _members(con, [pr], s.user))
-        got = pull_all(server, s.client, s.cursor)
-        s.cursor = got["cursor"]
-        expect_in = t + 2  # the project, its todos, the member row
-        runs.append(
-            {
-                "kind": "move_in",
-                "user": "shared",
-                "rep": rep,
-                "expected": expect_in,
-                **_public(got),
-                "complete": got["upserts"] >= expect_in,
-            }
-        )
+        pulled(s, "move_in", rep, t + 2)  # the project, its todos, the member row
         own = _in_tx(url, lambda con: _projects(con, [v.user], 1))
         _in_tx(url, lambda con, pr=own: _todos(con, pr, t))
-        got = pull_all(server, v.client, v.cursor)
-        v.cursor = got["cursor"]
-        runs.append(
-            {
-                "kind": "move_in",
-                "user": "private",
-                "rep": rep,
-                "expected": t + 1,
-                **_public(got),
-                "complete": got["upserts"] >= t + 1,
-            }
-        )
+        pulled(v, "move_in", rep, t + 1)
         _in_tx(
             url,
             lambda con, pr=project: con.run(
@@ -425,36 +420,14 @@ def _moves(server, url, s: Subject, v: Subject, cfg, rng, others) -> list[dict]:
                 u=s.user,
             ),
         )
-        got = pull_all(server, s.client, s.cursor)
-        s.cursor = got["cursor"]
-        runs.append(
-            {
-                "kind": "move_out",
-                "user": "shared",
-                "rep": rep,
-                "expected": expect_in,
-                **_public(got),
-                "complete": got["deletes"] >= expect_in,
-            }
-        )
+        pulled(s, "move_out", rep, t + 2)
 
         def drop(con, pr=own[0]) -> None:
             con.run("DELETE FROM todos WHERE project_id = CAST(:p AS uuid)", p=pr)
             con.run("DELETE FROM projects WHERE id = CAST(:p AS uuid)", p=pr)
 
         _in_tx(url, drop)
-        got = pull_all(server, v.client, v.cursor)
-        v.cursor = got["cursor"]
-        runs.append(
-            {
-                "kind": "move_out",
-                "user": "private",
-                "rep": rep,
-                "expected": t + 1,
-                **_public(got),
-                "complete": got["deletes"] >= t + 1,
-            }
-        )
+        pulled(v, "move_out", rep, t + 1)
     return runs
 
 
