@@ -307,6 +307,44 @@ def test_a_client_cannot_write_the_bookkeeping(world: World, as_user) -> None:
     assert not me.refused("DELETE FROM todos WHERE id = :i", i=world.todo)
 
 
+INTERNAL = ("sync_tables", "sync_tombstones", "sync_roots", "sync_grants", "sync_schema")
+
+
+def test_supabase_default_grants_do_not_open_the_bookkeeping(
+    world: World, db: SqlRunner, as_user
+) -> None:
+    """On Supabase every new table of the public schema is granted to the client roles.
+    migrations/0009 takes that back for the server's own tables, and row-level security
+    with no policy hides them even if a grant comes back."""
+    me = as_user(world.editor)
+    assert not me.refused("DELETE FROM todos WHERE id = :i", i=world.todo)  # a tombstone
+    db("GRANT ALL ON ALL TABLES IN SCHEMA public TO anon, authenticated")  # Supabase's default
+    db("SELECT sync_lock_internal()")
+    for table in INTERNAL:
+        with pytest.raises(pg8000.native.DatabaseError, match="permission denied"):
+            me.run(f"SELECT * FROM {table}")
+    db("GRANT ALL ON ALL TABLES IN SCHEMA public TO anon, authenticated")  # granted again
+    assert db("SELECT count(*) FROM sync_tombstones")[0][0] > 0
+    for table in INTERNAL:
+        assert me.run(f"SELECT * FROM {table}") == [], table
+    assert me.refused("UPDATE sync_tables SET owner_column = 'project_id'")
+    assert me.refused("DELETE FROM sync_roots")
+    # The app's own tables still answer through their policies, and writes still leave
+    # their tombstones.
+    assert me.ids("projects") == {world.project}
+    assert me.run("SELECT count(*) FROM project_members")[0][0] == 2
+    added = new_id()
+    assert not me.refused(
+        "INSERT INTO todos (id, user_id, project_id, title, updated_at) "
+        "VALUES (:i, :u, :p, 'after the lock', now())",
+        i=added,
+        u=world.editor,
+        p=world.project,
+    )
+    assert not me.refused("DELETE FROM todos WHERE id = :i", i=added)
+    assert db("SELECT count(*) FROM sync_tombstones WHERE pk = :i", i=added)[0][0] > 0
+
+
 def test_the_owner_login_is_not_bound_by_the_policies(world: World, db: SqlRunner) -> None:
     """The sync server logs in as the tables' owner, which bypasses RLS."""
     assert db("SELECT count(*) FROM projects")[0][0] == 2
