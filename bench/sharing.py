@@ -272,6 +272,7 @@ def measure(url: str, cfg: SharingConfig, log, superuser_url: str | None = None)
     p, t = cfg.projects, cfg.todos_per_project
     shared, private = str(_uuid(rng)), str(_uuid(rng))
     others = [str(_uuid(rng)) for _ in range(10)]
+    single = str(_uuid(rng))  # O: a member of one project as large as all of S's
 
     def seed(con) -> list[str]:
         projects = _projects(con, others, p)
@@ -280,6 +281,9 @@ def measure(url: str, cfg: SharingConfig, log, superuser_url: str | None = None)
         own = _projects(con, [private], p)
         del own
         _todos(con, None, p * t + p, user=private)
+        big = _projects(con, others[:1], 1)
+        _todos(con, big, p * t)
+        _members(con, big, single)
         return projects
 
     started = time.perf_counter()
@@ -299,6 +303,9 @@ def measure(url: str, cfg: SharingConfig, log, superuser_url: str | None = None)
             Subject("shared", shared, Client(server.port, shared), _visible_todo_ids(url, shared)),
             Subject(
                 "private", private, Client(server.port, private), _visible_todo_ids(url, private)
+            ),
+            Subject(
+                "one project", single, Client(server.port, single), _visible_todo_ids(url, single)
             ),
         ]
         out["visible"] = {
@@ -334,7 +341,8 @@ def measure(url: str, cfg: SharingConfig, log, superuser_url: str | None = None)
                 f"{rows} rows, {missing} visible todos not in it ({still} after one more pull)"
             )
         out["table_todos_base"] = _count(url, "SELECT count(*) FROM todos")
-        out["incremental"] = _incremental_runs(server, url, subjects, cfg, rng, "base")
+        pair = subjects[:2]  # S and V: the incremental and move figures compare those two
+        out["incremental"] = _incremental_runs(server, url, pair, cfg, rng, "base")
         log("sharing: incremental pulls at k=" + ",".join(map(str, cfg.ks)))
         out["move"] = _moves(server, url, subjects[0], subjects[1], cfg, rng, others)
         log("sharing: move-in and move-out")
@@ -351,7 +359,7 @@ def measure(url: str, cfg: SharingConfig, log, superuser_url: str | None = None)
             s.cursor = pull_all(server, s.client, s.cursor)["cursor"]
         out["grown_by"] = extra
         out["table_todos"] = _count(url, "SELECT count(*) FROM todos")
-        out["incremental_grown"] = _incremental_runs(server, url, subjects, cfg, rng, "grown")
+        out["incremental_grown"] = _incremental_runs(server, url, pair, cfg, rng, "grown")
         log(f"sharing: incremental pulls again with {out['table_todos']} todos in the table")
         for s in subjects:
             s.client.close()
@@ -656,7 +664,8 @@ def section(res: dict | None) -> str:
         head,
         tree
         + f"S is a member of {_num(p)} projects of {_num(t)} todos each, owned by 10 other users; "
-        f"V holds as many rows privately. Seeded in SQL ({res['seed_s']} s, untimed); every "
+        f"V holds as many rows privately; O is a member of one project of {_num(p * t)} todos. "
+        f"Seeded in SQL ({res['seed_s']} s, untimed); every "
         "figure below is requests over HTTP to the bench server on 127.0.0.1 (pooled, RTT 0), "
         "real tokens, real Postgres. *Complete* is checked against SQL: did the pull deliver "
         "every row the user may see (or every delete it must get)?\n",

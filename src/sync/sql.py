@@ -665,7 +665,7 @@ def pull(tables: tuple[Table, ...], given: PullInput) -> str:
                 f"(CAST({text_value(xid)} AS xid8), "
                 f"{text if root_bound is None else text_value(root_bound)})"
             )
-            at_row = f"{at_root[:-1]}, {text if key is None else text_value(key)})"
+            key_text = text if key is None else text_value(key)
             parts = [
                 f"SELECT x.*, x.sync_xid AS {q(ORD)}, ''::text AS {q(RK)} FROM rv_{root} r "
                 f"CROSS JOIN LATERAL (SELECT x.* FROM {name} x, cur WHERE {scope} = r.k "
@@ -673,13 +673,18 @@ def pull(tables: tuple[Table, ...], given: PullInput) -> str:
                 f"ORDER BY x.sync_xid, {sk} LIMIT {int(given.limit)}) x "
                 f"WHERE NOT EXISTS (SELECT 1 FROM vm_{root} v WHERE v.k = r.k) {limit}",
                 # Root by root, in (membership xid, root key) order, so the page stops
-                # after the roots it needs: earlier roots are skipped whole.
-                f"SELECT x.*, v.moved AS {q(ORD)}, v.rk AS {q(RK)} FROM (SELECT * FROM "
-                f"vm_{root} WHERE (moved, rk) >= {at_root} ORDER BY moved, rk) v "
+                # after the roots it needs: earlier roots are skipped whole. Inside the
+                # root the page is at, it starts after its key (`lo`; "" for the roots
+                # after it, below every key), reading the `_sync_root` index in order
+                # (migrations/0010), so a large root is not sorted again on every page.
+                f"SELECT x.*, v.moved AS {q(ORD)}, v.rk AS {q(RK)} FROM (SELECT *, "
+                f"coalesce((moved, rk) = {at_root}, false) AS here, "
+                f"CASE WHEN (moved, rk) = {at_root} THEN {key_text} ELSE '' END AS lo "
+                f"FROM vm_{root} WHERE (moved, rk) >= {at_root} ORDER BY moved, rk) v "
                 f"CROSS JOIN LATERAL (SELECT x.* FROM {name} x, cur WHERE {scope} = v.k "
+                f"AND {sk} >= v.lo AND ({sk} > v.lo OR NOT v.here) "
                 f"AND pg_visible_in_snapshot(x.sync_xid, cur.snap) {no_echo}"
-                f"AND (v.moved, v.rk, {sk}) > {at_row} ORDER BY {sk} "
-                f"LIMIT {int(given.limit)}) x {limit}",
+                f"ORDER BY {sk} LIMIT {int(given.limit)}) x {limit}",
             ]
             if share.kind == "shared":
                 parts.append(f"{own_rows}AND {scope} IS NULL {limit}")
