@@ -661,11 +661,13 @@ def pull(tables: tuple[Table, ...], given: PullInput) -> str:
             share = t.share
             scope, root = f"x.{q(share.column)}", share.root
             text = "NULL::text"
+            # The page stopped inside a moved-in root (root key "" is the rows not moved in;
+            # a root whose key reads "" is then re-read from its start: duplicates only).
+            inside = bool(root_bound) and key is not None
             at_root = (
                 f"(CAST({text_value(xid)} AS xid8), "
                 f"{text if root_bound is None else text_value(root_bound)})"
             )
-            key_text = text if key is None else text_value(key)
             parts = [
                 f"SELECT x.*, x.sync_xid AS {q(ORD)}, ''::text AS {q(RK)} FROM rv_{root} r "
                 f"CROSS JOIN LATERAL (SELECT x.* FROM {name} x, cur WHERE {scope} = r.k "
@@ -673,19 +675,29 @@ def pull(tables: tuple[Table, ...], given: PullInput) -> str:
                 f"ORDER BY x.sync_xid, {sk} LIMIT {int(given.limit)}) x "
                 f"WHERE NOT EXISTS (SELECT 1 FROM vm_{root} v WHERE v.k = r.k) {limit}",
                 # Root by root, in (membership xid, root key) order, so the page stops
-                # after the roots it needs: earlier roots are skipped whole. Inside the
-                # root the page is at, it starts after its key (`lo`; "" for the roots
-                # after it, below every key), reading the `_sync_root` index in order
-                # (migrations/0010), so a large root is not sorted again on every page.
-                f"SELECT x.*, v.moved AS {q(ORD)}, v.rk AS {q(RK)} FROM (SELECT *, "
-                f"coalesce((moved, rk) = {at_root}, false) AS here, "
-                f"CASE WHEN (moved, rk) = {at_root} THEN {key_text} ELSE '' END AS lo "
-                f"FROM vm_{root} WHERE (moved, rk) >= {at_root} ORDER BY moved, rk) v "
+                # after the roots it needs: the roots before its position are skipped
+                # whole, the roots after it read from their start.
+                f"SELECT x.*, v.moved AS {q(ORD)}, v.rk AS {q(RK)} FROM (SELECT * FROM "
+                f"vm_{root} WHERE (moved, rk) {'>' if inside else '>='} {at_root} "
+                "ORDER BY moved, rk) v "
                 f"CROSS JOIN LATERAL (SELECT x.* FROM {name} x, cur WHERE {scope} = v.k "
-                f"AND {sk} >= v.lo AND ({sk} > v.lo OR NOT v.here) "
                 f"AND pg_visible_in_snapshot(x.sync_xid, cur.snap) {no_echo}"
                 f"ORDER BY {sk} LIMIT {int(given.limit)}) x {limit}",
             ]
+            if inside:
+                # The root the page is in, named as a constant: the planner then knows how
+                # large it is and reads the `_sync_root` index (migrations/0010) from the
+                # position on; as a LATERAL parameter, an average root's size, it may read
+                # and sort the whole root on every page.
+                here = text_value(root_bound)
+                key_type = by_name[root].key_column.type
+                parts.append(
+                    f"SELECT x.*, CAST({text_value(xid)} AS xid8) AS {q(ORD)}, "
+                    f"CAST({here} AS text) AS {q(RK)} FROM {name} x, cur "
+                    f"WHERE EXISTS (SELECT 1 FROM vm_{root} v WHERE (v.moved, v.rk) = {at_root}) "
+                    f"AND {scope} = CAST({here} AS {key_type}) AND {sk} > {text_value(key)} "
+                    f"AND pg_visible_in_snapshot(x.sync_xid, cur.snap) {no_echo}{limit}"
+                )
             if share.kind == "shared":
                 parts.append(f"{own_rows}AND {scope} IS NULL {limit}")
             chosen = f"SELECT x.* FROM ({' UNION ALL '.join(f'({p})' for p in parts)}) x {limit}"
