@@ -259,13 +259,26 @@ def test_forged_page_positions_are_400_not_500(api):
     import json
 
     user = user_id()
-    for after in (["0", "todos", "x"], ["-1", "a", "b"], [str(2**64), "a", "b"], ["1", 2, "b"]):
+    for after in (
+        ["0", "todos", "x"],
+        ["-1", "a", "b"],
+        [str(2**64), "a", "b"],
+        ["1", 2, "b"],
+        ["1", "todos", "\u0000", "k"],
+        ["1", "todos", "r", "k", "extra"],
+    ):
         raw = json.dumps({"s": "5:9:", "u": "5:9:", "a": after}).encode()
         forged = "c1." + base64.urlsafe_b64encode(raw).decode().rstrip("=")
         reply = api.sync(user, [], forged)
         assert reply.status == 400, (after, reply.body)
         assert reply.body["error"]["code"] == "bad_request"
-    # A well-formed position of this shape is accepted.
-    raw = json.dumps({"s": "5:9:", "u": "5:9:", "a": ["1", "projects", "k"]}).encode()
-    good = "c1." + base64.urlsafe_b64encode(raw).decode().rstrip("=")
-    assert api.sync(user, [], good).status == 200
+    # A well-formed position of this shape is accepted, and so is one whose root part no
+    # table could have paged under (read as none: the statement never casts it).
+    for after in (
+        ["1", "projects", "k"],
+        ["1", "todos", "not a uuid", "k"],
+        ["1", "user_settings", "x", "k"],
+    ):
+        raw = json.dumps({"s": "5:9:", "u": "5:9:", "a": after}).encode()
+        good = "c1." + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        assert api.sync(user, [], good).status == 200, after

@@ -78,6 +78,21 @@ def _readable(table: Table, key: str) -> bool:
         return False
 
 
+def _position(
+    registry: Registry, after: tuple[str, str, str, str] | None
+) -> tuple[str, str, str, str] | None:
+    """The cursor's position, with a root the position's table could not have paged under
+    read as "" (the cursor is not signed: a root that cannot be cast would fail the whole
+    statement). A page then starts again at its xid's moved-in roots: duplicates, no miss."""
+    if after is None or after[2] == "":
+        return after
+    table = registry.get(after[1])
+    root = registry.get(table.share.root) if table is not None and table.share else None
+    if root is not None and _readable(root, after[2]):
+        return after
+    return (after[0], after[1], "", after[3])
+
+
 def request(
     registry: Registry,
     user: str,
@@ -90,6 +105,7 @@ def request(
     """The pull statement's input. `settle`: keys whose current state the answer must
     carry; `pushed`: the tables a push statement of this transaction wrote."""
     keys: dict[str, list[str]] = {}
+    position = _position(registry, cursor.after)
     for name, key in sorted(settle | set(cursor.owed)):
         table = registry.get(name)
         if table is not None and _readable(table, key):
@@ -98,8 +114,8 @@ def request(
         user=user,
         seen=cursor.seen,
         upto=cursor.upto,
-        bounds=table_bounds(registry.tables, cursor.after),
-        after=cursor.after or ("0", "", "", ""),
+        bounds=table_bounds(registry.tables, position),
+        after=position or ("0", "", "", ""),
         initial=cursor.initial,
         settle=keys,
         pushed=pushed,
