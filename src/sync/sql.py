@@ -732,6 +732,9 @@ def pull(tables: tuple[Table, ...], given: PullInput) -> str:
                 f"AND NOT EXISTS (SELECT 1 FROM {q(t.name)} s WHERE s.{q(t.primary_key)} = {cast} "
                 f"AND {may_see(t, 's', usr)}) "
             )
+    # A first sync sends no tombstones (the client holds nothing), except those its own
+    # push left in a state other than the one it sent (a delete that beat an insert of
+    # the same key in the batch): the client holds that row.
     axid, atable, aroot, akey = given.after
     # Tombstones sort under root "" (as rows not moved in do).
     tomb_key = text_value(akey) if aroot == "" else "NULL::text"
@@ -739,7 +742,8 @@ def pull(tables: tuple[Table, ...], given: PullInput) -> str:
         "(SELECT x.table_name, 'tomb', x.pk, x.sync_xid, NULL::jsonb, "
         f"to_char(x.updated_at AT TIME ZONE 'UTC', {ISO_UTC}), ''::text "
         f"FROM sync_tombstones x, cur WHERE x.user_id = {usr} "
-        f"AND {'false' if given.initial else 'true'} AND x.table_name IN ({names}) "
+        f"AND {'x.sync_xid = cur.own' if given.initial else 'true'} "
+        f"AND x.table_name IN ({names}) "
         f"AND {window}{tomb_echo}{''.join(visible)}"
         'AND (x.sync_xid, x.table_name COLLATE "C", x.pk COLLATE "C") > '
         f"(CAST({text_value(axid)} AS xid8), {text_value(atable)}, {tomb_key}) "
