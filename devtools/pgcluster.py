@@ -284,11 +284,9 @@ class Cluster:
 def supabase_roles(superuser_url: str, grantee: str) -> None:
     """Supabase's client roles `authenticated` and `anon`, as Supabase has them: made by a
     superuser (the app role may not), and granted to `grantee` so it can SET ROLE to them."""
-    import pg8000.native
-
     from sync.migrate import connect_url
 
-    con: pg8000.native.Connection = connect_url(superuser_url)
+    con = connect_url(superuser_url)
     try:
         for role in ("authenticated", "anon"):
             if not con.run("SELECT 1 FROM pg_roles WHERE rolname = :r", r=role):
